@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Admin connections to the nodes of one Slony cluster.
+
+The equivalent of slonik's ``cluster name = ...; node N admin conninfo = ...``:
+one lazily opened psycopg2 connection per node, set up as slonik sets up its
+own (ISO datestyle, ``session_replication_role = local``, an application name),
+and checked against the node id it claims to be.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+    from psycopg2.extensions import quote_ident
+    HAS_PSYCOPG2 = True
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    HAS_PSYCOPG2 = False
+
+from .conninfo import Redactor, parse_conninfo, redact_conninfo
+from .errors import SlonyError
+from .names import cluster_namespace, validate_node_id
+
+DEFAULT_CONNECT_TIMEOUT = 10
+APPLICATION_NAME = "dany.slony"
+
+# What a database can be for a cluster, as found when connecting.
+NODE_NO_SCHEMA = "no_schema"          # the cluster schema does not exist
+NODE_UNINITIALIZED = "uninitialized"  # schema loaded, sl_local_node_id still -1
+NODE_INITIALIZED = "initialized"
+
+
+def normalize_admin_conninfo(admin_conninfo):
+    """{node id: conninfo} with int keys; every conninfo must parse."""
+    if not isinstance(admin_conninfo, dict) or not admin_conninfo:
+        raise SlonyError("admin_conninfo must be a mapping of node id to libpq conninfo, "
+                         "with at least one node")
+    result = {}
+    for key, value in admin_conninfo.items():
+        node = validate_node_id(key, "admin_conninfo key")
+        if node in result:
+            raise SlonyError("admin_conninfo names node %d twice" % node)
+        parse_conninfo(value, "admin_conninfo for node %d" % node)
+        result[node] = value
+    return result
+
+
+class Cluster:
+    """Connections to the nodes of one cluster, plus the log of what was executed."""
+
+    def __init__(self, name, admin_conninfo, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                 application_name=APPLICATION_NAME, redactor=None):
+        self.name = name
+        self.namespace = cluster_namespace(name)
+        self.redactor = redactor or Redactor()
+        self.admin_conninfo = normalize_admin_conninfo(admin_conninfo)
+        for conninfo in self.admin_conninfo.values():
+            self.redactor.add_conninfo(conninfo)
+        self.connect_timeout = connect_timeout
+        self.application_name = application_name
+        self._conns = {}
+        self.node_state = {}
+        # Every statement that changed something: dicts with node and (redacted) sql.
+        self.queries = []
+
+    # -- identifiers ----------------------------------------------------------------
+    @property
+    def ns(self):
+        """The cluster schema as a psycopg2 identifier (quoted by the driver)."""
+        return sql.Identifier(self.namespace)
+
+    def quoted_namespace(self, node):
+        return quote_ident(self.namespace, self.connection(node, check_identity=False))
+
+    def nodes(self):
+        return sorted(self.admin_conninfo)
+
+    def has_node(self, node):
+        return node in self.admin_conninfo
+
+    def describe(self, node):
+        """``node N (conninfo without password)`` for messages."""
+        conninfo = self.admin_conninfo.get(node)
+        if conninfo is None:
+            return "node %d" % node
+        return "node %d (%s)" % (node, self.redactor.text(redact_conninfo(conninfo)))
+
+    def require_node(self, node, why="this operation"):
+        if node not in self.admin_conninfo:
+            raise SlonyError("node %d has no entry in admin_conninfo, which %s needs"
+                             % (node, why), node=node)
+
+    # -- connections ----------------------------------------------------------------
+    def connection(self, node, check_identity=True):
+        """The open connection to ``node`` (opened on first use)."""
+        self.require_node(node)
+        conn = self._conns.get(node)
+        if conn is None or conn.closed:
+            conn = self._open(node)
+            self._conns[node] = conn
+            self.node_state[node] = self._probe_state(node, conn)
+        if check_identity:
+            self._check_identity(node)
+        return conn
+
+    def _open(self, node):
+        params = parse_conninfo(self.admin_conninfo[node], "admin_conninfo for node %d" % node)
+        params.setdefault("connect_timeout", str(self.connect_timeout))
+        params["application_name"] = self.application_name
+        try:
+            conn = psycopg2.connect(**params)
+        except psycopg2.Error as exc:
+            raise SlonyError("cannot connect to %s: %s" % (
+                self.describe(node), self.redactor.text(str(exc).strip())), node=node)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET datestyle TO 'ISO'")
+                cur.execute("SET session_replication_role TO local")
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.close()
+            raise SlonyError(
+                "%s refused the Slony admin session setup (%s); the admin role must be a "
+                "superuser" % (self.describe(node), self.redactor.text(str(exc).strip())),
+                node=node)
+        return conn
+
+    def _probe_state(self, node, conn):
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_catalog.pg_namespace where nspname = %s",
+                        (self.namespace,))
+            if cur.fetchone() is None:
+                state = (NODE_NO_SCHEMA, None)
+            else:
+                cur.execute(sql.SQL("select last_value from {}.sl_local_node_id").format(self.ns))
+                local_id = cur.fetchone()[0]
+                state = (NODE_UNINITIALIZED, None) if local_id < 0 else (NODE_INITIALIZED, local_id)
+        conn.rollback()
+        return state
+
+    def _check_identity(self, node):
+        state, local_id = self.node_state[node]
+        if state == NODE_INITIALIZED and local_id != node:
+            raise SlonyError(
+                "admin_conninfo for node %d reaches %s, which is node %d of cluster %s, not "
+                "node %d" % (node, self.describe(node), local_id, self.name, node), node=node)
+
+    def state(self, node):
+        """(state, local node id) of the database behind ``node``'s conninfo."""
+        self.connection(node, check_identity=False)
+        return self.node_state[node]
+
+    def require_initialized(self, node):
+        state, dummy = self.state(node)
+        if state != NODE_INITIALIZED:
+            raise SlonyError("%s is not a node of Slony cluster %s (%s)" % (
+                self.describe(node), self.name,
+                "no schema %s" % self.namespace if state == NODE_NO_SCHEMA
+                else "schema %s exists but was never initialised" % self.namespace), node=node)
+        return self.connection(node)
+
+    def discard(self, node):
+        """Close and forget a connection (after schema loads or uninstall)."""
+        conn = self._conns.pop(node, None)
+        self.node_state.pop(node, None)
+        if conn is not None and not conn.closed:
+            try:
+                conn.rollback()
+            finally:
+                conn.close()
+
+    def close(self):
+        for node in list(self._conns):
+            self.discard(node)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- statements -----------------------------------------------------------------
+    def fetch(self, node, query, params=None, check_identity=True):
+        """Run a read-only query in its own short transaction; return all rows."""
+        conn = self.connection(node, check_identity=check_identity)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                rows = cur.fetchall()
+            conn.rollback()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise self.error(node, exc)
+        return rows
+
+    def render(self, node, query, params=None):
+        """The statement as it would be sent, passwords redacted."""
+        conn = self.connection(node, check_identity=False)
+        with conn.cursor() as cur:
+            text = cur.mogrify(query, params)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return self.redactor.text(text)
+
+    def log(self, node, text):
+        self.queries.append({"node": node, "sql": self.redactor.text(text)})
+
+    def error(self, node, exc, doing=None):
+        """A SlonyError for a database error on ``node``, with the primary message only."""
+        message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+        if doing:
+            text = "node %d: %s failed: %s" % (node, doing, message.strip())
+        else:
+            text = "node %d: %s" % (node, message.strip())
+        return SlonyError(self.redactor.text(text), node=node, queries=self.queries)

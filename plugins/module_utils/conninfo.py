@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""libpq conninfo handling and redaction of secrets.
+
+Conninfo strings are parsed and rebuilt with psycopg2 (``parse_dsn`` and
+``make_dsn``), never by hand. Anything that leaves the core (returned SQL,
+slonik text, error messages) goes through :class:`Redactor`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+try:
+    from psycopg2.extensions import make_dsn, parse_dsn
+    HAS_PSYCOPG2 = True
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    HAS_PSYCOPG2 = False
+
+from .errors import SlonyError
+
+REDACTED = "********"
+
+# Last line of defence for text we could not parse: key=value and URI forms.
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)", re.IGNORECASE)
+_PASSWORD_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]+)(@)", re.IGNORECASE)
+
+
+def mask_password_patterns(text):
+    """Mask anything that looks like a password in free text."""
+    text = _PASSWORD_KV.sub(lambda m: m.group(1) + REDACTED, text)
+    return _PASSWORD_URI.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
+
+
+def parse_conninfo(conninfo, what="conninfo"):
+    """Return the conninfo as a dict, or raise a SlonyError naming ``what``.
+
+    The error never repeats the conninfo itself: a malformed string may still
+    hold a password.
+    """
+    if not isinstance(conninfo, str) or not conninfo.strip():
+        raise SlonyError("%s is empty; expected a libpq conninfo such as "
+                         "'host=db1 dbname=app user=slony'" % what)
+    try:
+        return parse_dsn(conninfo)
+    except Exception as exc:  # psycopg2.ProgrammingError
+        detail = mask_password_patterns(str(exc).strip().splitlines()[0])
+        raise SlonyError("%s is not a valid libpq conninfo (%s)" % (what, detail))
+
+
+def build_conninfo(params):
+    """Build a conninfo string from a dict (values are quoted by libpq rules)."""
+    return make_dsn(**{k: v for k, v in params.items() if v is not None})
+
+
+def conninfo_secrets(conninfo):
+    """The secret values inside a conninfo (raw and as they may appear in a URI)."""
+    secrets = set()
+    try:
+        params = parse_dsn(conninfo)
+    except Exception:
+        params = {}
+    password = params.get("password")
+    if password:
+        secrets.add(password)
+    for match in _PASSWORD_URI.finditer(conninfo or ""):
+        secrets.add(match.group(2))
+    return secrets
+
+
+def redact_conninfo(conninfo):
+    """The conninfo with its password replaced, normalised by libpq's rules."""
+    try:
+        params = parse_dsn(conninfo)
+    except Exception:
+        return mask_password_patterns(conninfo or "")
+    if "password" in params:
+        params["password"] = REDACTED
+    return make_dsn(**params)
+
+
+class Redactor:
+    """Removes every known secret from text before it leaves the core."""
+
+    def __init__(self):
+        self._secrets = set()
+
+    @property
+    def secrets(self):
+        return frozenset(self._secrets)
+
+    def add_conninfo(self, conninfo):
+        self._secrets.update(conninfo_secrets(conninfo))
+
+    def add_secret(self, secret):
+        if secret:
+            self._secrets.add(secret)
+
+    def text(self, text):
+        if text is None:
+            return None
+        text = str(text)
+        # Longest first so that a secret containing another one is masked whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+            # psycopg2 renders a literal with doubled quotes and backslashes.
+            escaped = secret.replace("'", "''")
+            if escaped != secret:
+                text = text.replace(escaped, REDACTED)
+        return mask_password_patterns(text)

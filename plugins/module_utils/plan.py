@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plans: what a module would do, as data; and the one executor that does it.
+
+A module compares what the user wants with catalog snapshots and produces a
+:class:`Plan`, a list of :class:`Step`. Planning needs no database, so it is unit
+tested on its own. Check mode renders the plan (SQL and the equivalent slonik)
+without running it; normal mode hands it to :func:`execute_plan`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
+from .events import (DEFAULT_TIMEOUT, Event, execute, submit_event, wait_for_event,
+                     wait_for_events)
+from .errors import SlonyError
+
+# Step kinds.
+EVENT = "event"          # stored function creating events: locks + call + commit
+EXEC = "exec"            # a plain statement in its own transaction
+INIT_NODE = "init_node"  # create + load the schema, initializeLocalNode, then a function
+WAIT = "wait"            # wait until an origin's last event is confirmed
+CALLBACK = "callback"    # work whose statements depend on what is read at run time
+
+
+class Step:
+    """One thing to do on one node.
+
+    ``query``/``params`` are the SQL (a psycopg2 Composable with ``%s`` placeholders)
+    and its parameters; ``function`` and ``args`` keep the call in plain form for
+    tests and messages; ``slonik`` is the equivalent slonik command.
+    """
+
+    def __init__(self, kind, node, description, slonik=None, query=None, params=None,
+                 function=None, args=None, confirmers=None, run=None):
+        self.kind = kind
+        self.node = node
+        self.description = description
+        self.slonik = slonik
+        self.query = query
+        self.params = tuple(params or ())
+        self.function = function
+        self.args = tuple(args or ())
+        self.confirmers = confirmers
+        # For CALLBACK steps: run(cluster, step, share_dir) -> [Event].
+        self.run = run
+
+    def __repr__(self):
+        return "Step(%s, node=%s, %s%r)" % (self.kind, self.node, self.function or "",
+                                            self.args)
+
+    def as_dict(self):
+        return {"kind": self.kind, "node": self.node, "description": self.description,
+                "function": self.function, "args": list(self.args)}
+
+
+def function_call(ns, function, args):
+    """``select "_cluster".function(%s, ...)`` with the cluster schema quoted by psycopg2."""
+    placeholders = sql.SQL(", ").join(sql.Placeholder() * len(args))
+    return sql.SQL("select {}.{}({})").format(ns, sql.Identifier(function.lower()), placeholders) \
+        if args else sql.SQL("select {}.{}()").format(ns, sql.Identifier(function.lower()))
+
+
+def call(ns, node, function, args, description, slonik=None, kind=EVENT):
+    """A step that calls one Slony stored function on ``node``."""
+    return Step(kind, node, description, slonik=slonik,
+                query=function_call(ns, function, args), params=args,
+                function=function, args=args)
+
+
+def wait(origin, description, confirmers=None, slonik=None):
+    """A step that waits until ``origin``'s last event is confirmed by ``confirmers``.
+
+    The event is the last one this run submitted on ``origin``; when the run
+    submitted none there (a re-run after an interrupted one), it is the last
+    non-SYNC event of ``origin``, as slonik's own implicit wait assumes.
+    """
+    return Step(WAIT, origin, description, slonik=slonik, confirmers=confirmers)
+
+
+class Plan:
+    def __init__(self, steps=None):
+        self.steps = list(steps or [])
+
+    def add(self, step):
+        self.steps.append(step)
+        return step
+
+    def extend(self, steps):
+        self.steps.extend(steps)
+
+    def __len__(self):
+        return len(self.steps)
+
+    def __bool__(self):
+        return bool(self.steps)
+
+    __nonzero__ = __bool__
+
+    def changes(self):
+        """Steps that change something (waits do not)."""
+        return [s for s in self.steps if s.kind != WAIT]
+
+    def slonik(self):
+        return [s.slonik for s in self.steps if s.slonik]
+
+
+def render_step(cluster, step):
+    """What check mode reports for a step: the SQL as it would run (redacted)."""
+    if step.kind == WAIT:
+        return "-- %s" % step.description
+    if step.kind == INIT_NODE:
+        text = "-- create schema %s and load the Slony-I SQL files; " % cluster.namespace
+        return text + cluster.render(step.node, step.query, step.params)
+    if step.kind == CALLBACK:
+        text = "-- %s" % step.description
+        if step.query is not None:
+            text += "; " + cluster.render(step.node, step.query, step.params)
+        return text
+    return cluster.render(step.node, step.query, step.params)
+
+
+_LAST_CONFIG_EVENT = """
+select ev_origin, ev_seqno, ev_type from {ns}.sl_event
+ where ev_origin = {ns}.getLocalNodeId(%s) and ev_type <> 'SYNC'
+ order by ev_seqno desc limit 1
+"""
+
+
+def last_config_event(cluster, node):
+    """The newest non-SYNC event ``node`` originated (as slonik's script-start probe)."""
+    rows = cluster.fetch(node, sql.SQL(_LAST_CONFIG_EVENT).format(ns=cluster.ns),
+                         (cluster.namespace,))
+    return Event(*rows[0]) if rows else None
+
+
+def _run_init_node(cluster, step, share_dir):
+    from .schema import install_schema  # local: only init needs the files
+    conn = cluster.connection(step.node, check_identity=False)
+    try:
+        loaded = install_schema(cluster, step.node, share_dir)
+    except Exception:
+        conn.rollback()
+        cluster.discard(step.node)
+        raise
+    cluster.log(step.node, loaded)
+    try:
+        events = submit_event(cluster, step.node, step.query, step.params)
+    finally:
+        # The SQL files set search_path for the session and the C functions cache
+        # per session: never reuse this connection.
+        cluster.discard(step.node)
+    return events
+
+
+def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, share_dir=None):
+    """Run every step in order; return the events created. Stops at the first error."""
+    events = []
+    for step in plan.steps:
+        if step.kind == WAIT:
+            if not wait_enabled:
+                continue
+            mine = [e for e in events if e.origin == step.node]
+            target = mine[-1] if mine else last_config_event(cluster, step.node)
+            if target is not None:
+                wait_for_event(cluster, target, step.confirmers, timeout=timeout)
+        elif step.kind == EVENT:
+            events.extend(submit_event(cluster, step.node, step.query, step.params))
+        elif step.kind == EXEC:
+            execute(cluster, step.node, step.query, step.params)
+        elif step.kind == INIT_NODE:
+            events.extend(_run_init_node(cluster, step, share_dir))
+        elif step.kind == CALLBACK:
+            events.extend(step.run(cluster, step, share_dir) or [])
+        else:
+            raise SlonyError("internal error: unknown step kind %r" % step.kind)
+    return events
+
+
+__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step", "wait_for_events",
+           "EVENT", "EXEC", "INIT_NODE", "WAIT", "CALLBACK"]

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The thin Ansible layer around the core: common options, check/diff mode, errors.
+
+This is the only file of module_utils that imports Ansible.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    import psycopg2  # noqa: F401 pylint: disable=unused-import
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError:
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+
+from .cluster import Cluster
+from .conninfo import Redactor, conninfo_secrets, redact_conninfo
+from .errors import SlonyError
+from .events import event_dict
+from .plan import execute_plan, render_step
+
+
+def common_argument_spec():
+    return dict(
+        cluster_name=dict(type="str", required=True),
+        admin_conninfo=dict(type="dict", required=True, no_log=True),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=300),
+        connect_timeout=dict(type="int", default=10),
+        share_dir=dict(type="path"),
+    )
+
+
+def slonik_preamble(cluster):
+    lines = ["cluster name = %s;" % cluster.name]
+    for node in cluster.nodes():
+        lines.append("node %d admin conninfo = '%s';" % (
+            node, cluster.redactor.text(redact_conninfo(cluster.admin_conninfo[node]))
+            .replace("'", "''")))
+    return lines
+
+
+class SlonyModule:
+    """AnsibleModule plus a :class:`Cluster` built from the common options."""
+
+    def __init__(self, argument_spec, **kwargs):
+        spec = common_argument_spec()
+        spec.update(argument_spec)
+        kwargs.setdefault("supports_check_mode", True)
+        self.module = AnsibleModule(argument_spec=spec, **kwargs)
+        if not HAS_PSYCOPG2:
+            self.module.fail_json(msg=missing_required_lib("psycopg2"),
+                                  exception=PSYCOPG2_IMPORT_ERROR)
+        self.params = self.module.params
+        self.redactor = Redactor()
+        for conninfo in (self.params["admin_conninfo"] or {}).values():
+            self.add_secrets(conninfo)
+        self.cluster = None
+        try:
+            self.cluster = Cluster(self.params["cluster_name"], self.params["admin_conninfo"],
+                                   connect_timeout=self.params["connect_timeout"],
+                                   redactor=self.redactor)
+        except SlonyError as exc:
+            self.fail(exc)
+
+    def add_secrets(self, conninfo):
+        """Register the passwords of a conninfo so that no output shows them."""
+        if not isinstance(conninfo, str):
+            return
+        self.redactor.add_conninfo(conninfo)
+        for secret in conninfo_secrets(conninfo):
+            self.module.no_log_values.add(secret)
+
+    @property
+    def check_mode(self):
+        return self.module.check_mode
+
+    def fail(self, exc, **extra):
+        queries = list(exc.queries) if isinstance(exc, SlonyError) else []
+        if not queries and self.cluster is not None:
+            queries = list(self.cluster.queries)
+        message = exc.message if isinstance(exc, SlonyError) else str(exc)
+        if self.cluster is not None:
+            self.cluster.close()
+        extra = dict(extra)
+        if isinstance(exc, SlonyError) and exc.node is not None:
+            extra["node"] = exc.node
+        self.module.fail_json(msg=self.redactor.text(message), queries=queries, **extra)
+
+    def run(self, planner):
+        """Plan with ``planner(cluster)`` -> (plan, before, after, extra), then apply.
+
+        In check mode the plan is rendered, not run. ``before``/``after`` describe
+        the objects the module manages; ``after`` is what the plan leads to.
+        """
+        try:
+            plan, before, after, extra = planner(self.cluster)
+            changed = bool(plan.changes())
+            slonik = slonik_preamble(self.cluster) + plan.slonik() if changed else []
+            if self.check_mode:
+                queries = [{"node": s.node, "sql": render_step(self.cluster, s)}
+                           for s in plan.steps if s.kind != "wait"]
+                events = []
+            else:
+                events = execute_plan(self.cluster, plan, wait_enabled=self.params["wait"],
+                                      timeout=self.params["wait_timeout"],
+                                      share_dir=self.params["share_dir"])
+                queries = list(self.cluster.queries)
+        except SlonyError as exc:
+            self.fail(exc)
+        finally:
+            self.cluster.close()
+        result = dict(changed=changed, queries=queries,
+                      slonik="\n".join(self.redactor.text(line) for line in slonik),
+                      events=[event_dict(e) for e in events], before=before, after=after)
+        result.update(extra or {})
+        if self.module._diff:
+            result["diff"] = dict(before=before, after=after)
+        self.module.exit_json(**result)

@@ -1,0 +1,157 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: slony_node
+short_description: Add, initialise, comment or remove a Slony-I node
+version_added: 0.1.0
+description:
+  - Makes a database a node of a Slony-I cluster, or removes it.
+  - The first node of a cluster that does not exist yet is initialised (slonik C(INIT CLUSTER)).
+    Any other node is added through an I(event_node) the way slonik's C(STORE NODE) does it -
+    the Slony schema is loaded into the new database, which is initialised and given the
+    cluster's current configuration, and the cluster is told about it.
+  - A half-done earlier attempt (a schema on the new database that the cluster does not know)
+    is detected and finished.
+  - With I(state=absent) the node is dropped from the cluster (C(DROP NODE)) and, when its
+    database is reachable, Slony is uninstalled from it (C(UNINSTALL NODE)).
+  - The catalog is read first; nothing is done when the node is already as requested.
+author:
+  - dany.slony contributors
+extends_documentation_fragment:
+  - dany.slony.common
+attributes:
+  check_mode:
+    support: full
+    description: Returns the SQL and slonik it would run; changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the node as the cluster sees it before and after.
+  idempotent:
+    support: full
+    description: A second run with the same arguments reports C(changed=false).
+options:
+  id:
+    description:
+      - Id of the node. It must have an entry in I(admin_conninfo).
+    type: int
+    required: true
+  state:
+    description:
+      - C(present) makes the node an active node of the cluster, C(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  comment:
+    description:
+      - Comment of the node. Converges on an existing node.
+      - Defaults to C(Initial Node) for the first node and C(Node <id>) for the others;
+        the comment of an existing node is left alone when not given.
+    type: str
+  event_node:
+    description:
+      - Existing node through which the cluster is told about the change.
+      - Defaults to the lowest-numbered node in I(admin_conninfo), other than I(id), that
+        is already a node of the cluster.
+    type: int
+notes:
+  - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
+    its slon daemon; until then the other nodes cannot confirm its events.
+  - A node that is the origin of a set or the provider of a subscription cannot be removed;
+    the module says which.
+seealso:
+  - module: dany.slony.slony_path
+  - module: dany.slony.slony_subscription
+'''
+
+EXAMPLES = r'''
+- name: Initialise node 1 as the first node of cluster "shop"
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo:
+      1: "host=db1 dbname=shop user=slony"
+    id: 1
+    comment: Primary in Paris
+
+- name: Add node 2 through node 1
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo:
+      1: "host=db1 dbname=shop user=slony"
+      2: "host=db2 dbname=shop user=slony"
+    id: 2
+    comment: Replica in Lyon
+
+- name: Remove node 3 (drop it from the cluster, uninstall Slony from its database)
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 3
+    state: absent
+'''
+
+RETURN = r'''
+before:
+  description: The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
+  returned: always
+  type: dict
+  sample: {"id": 2, "state": "absent"}
+after:
+  description: The node as it is after the run (in check mode, as it would be).
+  returned: always
+  type: dict
+  sample: {"id": 2, "state": "present", "comment": "Replica in Lyon", "active": true, "failed": false}
+queries:
+  description:
+    - Statements executed (in check mode, that would be executed), with the node they ran on.
+      Passwords are replaced by C(********).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 1, "sql": "select \"_shop\".storeNode(2, 'Replica in Lyon'); select \"_shop\".enableNode(2)"}]
+slonik:
+  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  returned: always
+  type: str
+  sample: "cluster name = shop;\nnode 1 admin conninfo = 'host=db1 dbname=shop user=slony';\nstore node (id = 2, comment = 'Replica in Lyon', event node = 1);"
+events:
+  description: Slony events created, with their origin node, sequence number and type.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"origin": 1, "seqno": 5000000004, "type": "STORE_NODE"}, {"origin": 1, "seqno": 5000000005, "type": "ENABLE_NODE"}]
+'''
+
+from ansible_collections.dany.slony.plugins.module_utils.nodes import (
+    plan_node_absent, plan_node_present)
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+
+
+def main():
+    slony = SlonyModule(dict(
+        id=dict(type="int", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        comment=dict(type="str"),
+        event_node=dict(type="int"),
+    ))
+    params = slony.params
+
+    def planner(cluster):
+        if params["state"] == "present":
+            plan, before, after = plan_node_present(cluster, params["id"], params["comment"],
+                                                    params["event_node"])
+        else:
+            plan, before, after = plan_node_absent(cluster, params["id"], params["event_node"])
+        return plan, before, after, {}
+
+    slony.run(planner)
+
+
+if __name__ == "__main__":
+    main()

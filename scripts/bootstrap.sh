@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a Debian/Ubuntu machine (run as root):
+# PostgreSQL 15, Slony-I 2.2 (client, daemon and server library) and a virtualenv
+# with the pinned Python tools. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_MAJOR="${PG_MAJOR:-15}"
+packages=("postgresql-${PG_MAJOR}" "postgresql-${PG_MAJOR}-slony1-2" slony1-2-bin acl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/ansible-playbook ] || ! cmp -s requirements-dev.txt .venv/.requirements 2>/dev/null; then
+  echo "bootstrap: preparing .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+  cp requirements-dev.txt .venv/.requirements
+fi
+
+# Make the repository visible to Ansible as the collection dany.slony.
+mkdir -p .build/collections/ansible_collections/dany
+ln -sfn ../../../.. .build/collections/ansible_collections/dany/slony
