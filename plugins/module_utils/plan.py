@@ -49,7 +49,8 @@ class Step:
         self.function = function
         self.args = tuple(args or ())
         self.confirmers = confirmers
-        # For CALLBACK steps: run(cluster, step, share_dir) -> [Event].
+        # CALLBACK steps: run(cluster, step, share_dir) -> [Event];
+        # WAIT steps with a condition of their own: run(cluster, step, timeout).
         self.run = run
 
     def __repr__(self):
@@ -166,6 +167,9 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
     for step in plan.steps:
         if step.kind == WAIT:
             if not wait_enabled:
+                continue
+            if step.run is not None:
+                step.run(cluster, step, timeout)
                 continue
             mine = [e for e in events if e.origin == step.node]
             target = mine[-1] if mine else last_config_event(cluster, step.node)

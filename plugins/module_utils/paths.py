@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Paths: STORE PATH and DROP PATH, planned from each client node's catalog."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from .catalog import PENDING_CONNINFO, read_snapshot
+from .conninfo import parse_conninfo, redact_conninfo
+from .errors import SlonyError
+from .names import validate_node_id
+from .plan import Plan, call, wait
+
+DEFAULT_CONNRETRY = 10
+
+
+def _q(text):
+    return "'%s'" % text.replace("'", "''")
+
+
+def normalize_paths(paths):
+    """Validate a list of path dicts; return them with ints and defaults filled in."""
+    result = []
+    seen = set()
+    for index, entry in enumerate(paths):
+        what = "paths[%d]" % index
+        server = validate_node_id(entry.get("server"), "%s.server" % what)
+        client = validate_node_id(entry.get("client"), "%s.client" % what)
+        if server == client:
+            raise SlonyError("%s: server and client are both node %d" % (what, server))
+        if (server, client) in seen:
+            raise SlonyError("%s: the path from node %d to node %d is listed twice"
+                             % (what, server, client))
+        seen.add((server, client))
+        state = entry.get("state") or "present"
+        conninfo = entry.get("conninfo")
+        connretry = entry.get("connretry")
+        if state == "present":
+            if not conninfo:
+                raise SlonyError("%s: conninfo is required for a present path (node %d to "
+                                 "node %d)" % (what, server, client))
+            parse_conninfo(conninfo, "%s.conninfo" % what)
+            connretry = DEFAULT_CONNRETRY if connretry is None else int(connretry)
+            if connretry < 1:
+                raise SlonyError("%s: connretry must be at least 1" % what)
+        result.append({"server": server, "client": client, "conninfo": conninfo,
+                       "connretry": connretry, "state": state})
+    return result
+
+
+def path_view(path, redactor):
+    if path is None:
+        return None
+    return {"server": path.server, "client": path.client,
+            "conninfo": redactor.text(redact_conninfo(path.conninfo)),
+            "connretry": path.connretry}
+
+
+def plan_paths(cluster, paths):
+    """Plan STORE/DROP PATH for a list of paths. Returns (plan, before, after).
+
+    Each path is stored on its client node, as slonik does: the client's slon
+    connects to the server with that conninfo. One catalog read per client node.
+    """
+    paths = normalize_paths(paths)
+    ns = cluster.ns
+    snaps = {}
+    for client in sorted(set(p["client"] for p in paths)):
+        cluster.require_node(client, "storing a path whose client is node %d" % client)
+        snaps[client] = read_snapshot(cluster, client)
+    plan = Plan()
+    before, after = [], []
+    problems = []
+    for p in paths:
+        snap = snaps[p["client"]]
+        if p["server"] not in snap.nodes and p["state"] == "present":
+            problems.append("node %d is not a node of cluster %s (as node %d sees it)"
+                            % (p["server"], cluster.name, p["client"]))
+            continue
+        current = snap.paths.get((p["server"], p["client"]))
+        if current is not None and current.conninfo == PENDING_CONNINFO:
+            current_view = dict(path_view(current, cluster.redactor), conninfo=None)
+        else:
+            current_view = path_view(current, cluster.redactor)
+        before.append(current_view or {"server": p["server"], "client": p["client"],
+                                       "state": "absent"})
+        if p["state"] == "present":
+            wanted = {"server": p["server"], "client": p["client"],
+                      "conninfo": cluster.redactor.text(redact_conninfo(p["conninfo"])),
+                      "connretry": p["connretry"]}
+            after.append(wanted)
+            if current is None or current.conninfo != p["conninfo"] \
+                    or current.connretry != p["connretry"]:
+                plan.add(call(ns, p["client"], "storePath",
+                              (p["server"], p["client"], p["conninfo"], p["connretry"]),
+                              "store the path from node %d to node %d (on node %d)"
+                              % (p["server"], p["client"], p["client"]),
+                              slonik="store path (server = %d, client = %d, conninfo = %s, "
+                                     "connretry = %d);" % (p["server"], p["client"],
+                                                          _q(p["conninfo"]), p["connretry"])))
+        else:
+            after.append({"server": p["server"], "client": p["client"], "state": "absent"})
+            if current is not None:
+                users = sorted(s.set for s in snap.subscriptions.values()
+                               if s.provider == p["server"] and s.receiver == p["client"])
+                if users:
+                    problems.append(
+                        "the path from node %d to node %d is used by the subscription of "
+                        "set(s) %s; unsubscribe or change the provider first"
+                        % (p["server"], p["client"], ", ".join(map(str, users))))
+                    continue
+                plan.add(call(ns, p["client"], "dropPath", (p["server"], p["client"]),
+                              "drop the path from node %d to node %d" % (p["server"], p["client"]),
+                              slonik="drop path (server = %d, client = %d, event node = %d);"
+                                     % (p["server"], p["client"], p["client"])))
+    if problems:
+        raise SlonyError("; ".join(problems))
+    # Once everything is stored, wait until each client's path events are known
+    # everywhere (they can only travel once paths exist both ways).
+    for client in sorted(set(step.node for step in plan.steps)):
+        plan.add(wait(client, "wait until every node has confirmed the path changes of "
+                              "node %d" % client))
+    return plan, before, after

@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Replication sets: CREATE SET and DROP SET, planned from the origin's catalog."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from .catalog import read_snapshot
+from .cluster import NODE_INITIALIZED
+from .errors import SlonyError
+from .plan import EXEC, Plan, call, wait
+
+DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
+
+
+def _q(text):
+    return "'%s'" % text.replace("'", "''")
+
+
+def set_view(entry):
+    if entry is None:
+        return None
+    return {"id": entry.id, "origin": entry.origin, "comment": entry.comment,
+            "locked": entry.locked is not None}
+
+
+def caught_up_waits(cluster, target, exclude=()):
+    """slonik's "config caught up": ``target`` has confirmed every other node's last
+    configuration event before it acts on the configuration it sees."""
+    steps = []
+    for other in cluster.nodes():
+        if other == target or other in exclude:
+            continue
+        try:
+            state = cluster.state(other)[0]
+        except SlonyError:
+            continue  # unreachable nodes cannot have pending events we could wait for
+        if state == NODE_INITIALIZED:
+            steps.append(wait(other, "wait until node %d has confirmed the last configuration "
+                                     "event of node %d" % (target, other), confirmers=[target]))
+    return steps
+
+
+def plan_set(cluster, set_id, origin, comment=None, state="present"):
+    """Plan for set ``set_id`` with ``origin``. Returns (plan, before, after)."""
+    cluster.require_node(origin, "the origin of set %d" % set_id)
+    snap = read_snapshot(cluster, origin)
+    current = snap.sets.get(set_id)
+    before = set_view(current) or {"id": set_id, "state": "absent"}
+    ns = cluster.ns
+    plan = Plan()
+    if current is not None and current.origin != origin:
+        raise SlonyError(
+            "set %d exists with origin node %d, not node %d; a set's origin is never moved "
+            "silently: use dany.slony.slony_switchover (or slony_failover) to move it"
+            % (set_id, current.origin, origin), node=origin)
+    if state == "absent":
+        after = {"id": set_id, "state": "absent"}
+        if current is not None:
+            plan.add(call(ns, origin, "dropSet", (set_id,), "drop set %d" % set_id,
+                          slonik="drop set (id = %d, origin = %d);" % (set_id, origin)))
+            plan.add(wait(origin, "wait until every node has dropped set %d" % set_id))
+        return plan, before, after
+
+    if current is None:
+        comment = DEFAULT_COMMENT if comment is None else comment
+        plan.extend(caught_up_waits(cluster, origin))
+        plan.add(call(ns, origin, "storeSet", (set_id, comment),
+                      "create set %d on origin node %d" % (set_id, origin),
+                      slonik="create set (id = %d, origin = %d, comment = %s);"
+                             % (set_id, origin, _q(comment))))
+        plan.add(wait(origin, "wait until every node knows set %d" % set_id))
+        after = {"id": set_id, "origin": origin, "comment": comment, "locked": False}
+        return plan, before, after
+
+    after = dict(before)
+    if comment is not None and comment != current.comment:
+        # Slony has no event for a comment change; storeSet_int updates the row
+        # where it runs, so it runs on every node we can reach that knows the set.
+        after["comment"] = comment
+        for node in cluster.nodes():
+            try:
+                if cluster.state(node)[0] != NODE_INITIALIZED:
+                    continue
+            except SlonyError:
+                continue
+            if node != origin and set_id not in read_snapshot(cluster, node).sets:
+                continue
+            plan.add(call(ns, node, "storeSet_int", (set_id, origin, comment),
+                          "set the comment of set %d on node %d" % (set_id, node),
+                          kind=EXEC))
+    return plan, before, after

@@ -1,0 +1,124 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: slony_set
+short_description: Create or drop a Slony-I replication set
+version_added: 0.1.0
+description:
+  - Manages a replication set (slonik C(CREATE SET), C(DROP SET)).
+  - An existing set whose origin differs from I(origin) is an error that points to
+    M(dany.slony.slony_switchover); the module never moves a set silently.
+  - A changed I(comment) converges on every node in I(admin_conninfo) that knows the set
+    (Slony has no event for it).
+author:
+  - dany.slony contributors
+extends_documentation_fragment:
+  - dany.slony.common
+attributes:
+  check_mode:
+    support: full
+    description: Returns the SQL and slonik it would run; changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the set before and after.
+  idempotent:
+    support: full
+    description: A second run with the same arguments reports C(changed=false).
+options:
+  id:
+    description: Id of the set.
+    type: int
+    required: true
+  origin:
+    description: Node where the set's tables are written (the set's origin).
+    type: int
+    required: true
+  comment:
+    description:
+      - Comment of the set. Slony's default comment is used for a new set when not given;
+        an existing set's comment is left alone when not given.
+    type: str
+  state:
+    description:
+      - C(absent) drops the set; its tables stay, but are no longer replicated.
+    type: str
+    choices: [present, absent]
+    default: present
+seealso:
+  - module: dany.slony.slony_table
+  - module: dany.slony.slony_subscription
+'''
+
+EXAMPLES = r'''
+- name: Create set 1 on node 1
+  dany.slony.slony_set:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 1
+    origin: 1
+    comment: Orders and customers
+
+- name: Drop set 2
+  dany.slony.slony_set:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 2
+    origin: 1
+    state: absent
+'''
+
+RETURN = r'''
+before:
+  description: The set before the run (C(state=absent) when it did not exist).
+  returned: always
+  type: dict
+  sample: {"id": 1, "state": "absent"}
+after:
+  description: The set after the run (in check mode, as it would be).
+  returned: always
+  type: dict
+  sample: {"id": 1, "origin": 1, "comment": "Orders and customers", "locked": false}
+queries:
+  description: Statements executed (in check mode, that would be), with their node.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 1, "sql": "select \"_shop\".storeset(1, 'Orders and customers')"}]
+slonik:
+  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  returned: always
+  type: str
+  sample: "cluster name = shop;\ncreate set (id = 1, origin = 1, comment = 'Orders and customers');"
+events:
+  description: Slony events created (origin, seqno, type).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"origin": 1, "seqno": 5000000009, "type": "STORE_SET"}]
+'''
+
+from ansible_collections.dany.slony.plugins.module_utils.sets import plan_set
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+
+
+def main():
+    slony = SlonyModule(dict(
+        id=dict(type="int", required=True),
+        origin=dict(type="int", required=True),
+        comment=dict(type="str"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+    ))
+    params = slony.params
+    slony.run(lambda cluster: plan_set(cluster, params["id"], params["origin"],
+                                       params["comment"], params["state"]) + ({},))
+
+
+if __name__ == "__main__":
+    main()
