@@ -159,10 +159,8 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
                   query=sql.SQL("select {ns}.storeNode(%s, %s); select {ns}.enableNode(%s)")
                   .format(ns=ns), params=(node, comment, node),
                   function="storeNode", args=(node, comment)))
-    others = sorted(n for n, entry in snap.nodes.items() if entry.active and n != event)
-    if others:
-        plan.add(wait(event, "wait until the other nodes know node %d" % node,
-                      confirmers=others))
+    # No wait afterwards: the other nodes learn about the new node through the event
+    # node's slon, which needs the paths that are stored next (slony_path waits).
     return plan, before, after
 
 

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .conninfo import parse_conninfo, redact_conninfo
+from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .names import validate_node_id
 from .plan import Plan, call, wait
@@ -58,6 +59,20 @@ def path_view(path, redactor):
             "connretry": path.connretry}
 
 
+def _is_node(cluster, node):
+    """Whether ``node``'s own database (when we can reach it) is that node of the cluster.
+
+    During a bring-up a client may not have heard of a freshly stored node yet;
+    Slony copes (storePath_int records it as pending until STORE_NODE arrives).
+    """
+    if not cluster.has_node(node):
+        return False
+    try:
+        return cluster.state(node) == (NODE_INITIALIZED, node)
+    except SlonyError:
+        return False
+
+
 def plan_paths(cluster, paths):
     """Plan STORE/DROP PATH for a list of paths. Returns (plan, before, after).
 
@@ -73,11 +88,14 @@ def plan_paths(cluster, paths):
     plan = Plan()
     before, after = [], []
     problems = []
+    known = set()
+    for snap in snaps.values():
+        known.update(snap.nodes)
     for p in paths:
         snap = snaps[p["client"]]
-        if p["server"] not in snap.nodes and p["state"] == "present":
-            problems.append("node %d is not a node of cluster %s (as node %d sees it)"
-                            % (p["server"], cluster.name, p["client"]))
+        if p["state"] == "present" and p["server"] not in known \
+                and not _is_node(cluster, p["server"]):
+            problems.append("node %d is not a node of cluster %s" % (p["server"], cluster.name))
             continue
         current = snap.paths.get((p["server"], p["client"]))
         if current is not None and current.conninfo == PENDING_CONNINFO:

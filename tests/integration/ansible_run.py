@@ -1,0 +1,75 @@
+"""Run dany.slony modules the way users do: through the `ansible` command.
+
+Each call is one ad-hoc `ansible localhost -m dany.slony.<module>` run; the module's
+result is read back from the tree callback's per-host JSON file, and stdout/stderr are
+kept so that tests can search them (for passwords, for instance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = REPO_ROOT / ".venv" / "bin" / "ansible"
+
+
+@dataclass
+class ModuleRun:
+    module: str
+    args: dict
+    result: dict
+    stdout: str
+    stderr: str
+    returncode: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.result.get("changed"))
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result.get("failed")) or self.returncode != 0
+
+    @property
+    def msg(self) -> str:
+        return self.result.get("msg", "")
+
+    def everything(self) -> str:
+        """All text the run produced: the result, stdout and stderr."""
+        return json.dumps(self.result) + self.stdout + self.stderr
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
+               verbosity: int = 0, expect_failure: bool = False, timeout: float = 600) -> ModuleRun:
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_DEPRECATION_WARNINGS": "false",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    })
+    name = module if "." in module else "dany.slony." + module
+    with tempfile.TemporaryDirectory(prefix="ansible-tree-") as tree:
+        cmd = [str(ANSIBLE), "localhost", "-m", name, "-a", json.dumps(args), "--tree", tree]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        if verbosity:
+            cmd.append("-" + "v" * verbosity)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        result_file = Path(tree) / "localhost"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    run = ModuleRun(name, args, result, proc.stdout, proc.stderr, proc.returncode)
+    if expect_failure:
+        assert run.failed, f"{name} {args} was expected to fail but returned {result}"
+    else:
+        assert not run.failed, (f"{name} failed: {result.get('msg')}\n"
+                                f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return run

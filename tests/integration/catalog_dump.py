@@ -1,0 +1,39 @@
+"""Catalog dumps used to prove that check mode and failed runs change nothing."""
+
+from __future__ import annotations
+
+CATALOG_QUERIES = {
+    "sl_node": "select no_id, no_active, no_comment, no_failed from {ns}.sl_node order by 1",
+    "sl_path": "select pa_server, pa_client, pa_conninfo, pa_connretry from {ns}.sl_path order by 1, 2",
+    "sl_listen": "select li_origin, li_provider, li_receiver from {ns}.sl_listen order by 1, 2, 3",
+    "sl_set": "select set_id, set_origin, set_locked, set_comment from {ns}.sl_set order by 1",
+    "sl_table": ("select tab_id, tab_set, tab_nspname, tab_relname, tab_idxname, tab_comment"
+                 " from {ns}.sl_table order by 1"),
+    "sl_sequence": ("select seq_id, seq_set, seq_nspname, seq_relname, seq_comment"
+                    " from {ns}.sl_sequence order by 1"),
+    "sl_subscribe": ("select sub_set, sub_provider, sub_receiver, sub_forward, sub_active"
+                     " from {ns}.sl_subscribe order by 1, 3"),
+    # SYNC events come from the slons all the time; every other event is a change.
+    "config_events": ("select ev_origin, ev_seqno, ev_type from {ns}.sl_event"
+                      " where ev_type <> 'SYNC' order by 1, 2"),
+    "triggers": ("select c.relname, t.tgname, t.tgenabled from pg_trigger t"
+                 " join pg_class c on c.oid = t.tgrelid"
+                 " where not t.tgisinternal order by 1, 2"),
+}
+
+# What a differential comparison with slonik-built clusters looks at.
+DIFFERENTIAL_TABLES = ("sl_node", "sl_path", "sl_set", "sl_table", "sl_sequence", "sl_subscribe")
+
+
+def dump(db, cluster: str, tables=tuple(CATALOG_QUERIES)) -> dict:
+    """{node: {catalog: rows}}; a node without the cluster schema dumps as None."""
+    ns = '"_%s"' % cluster
+    out = {}
+    for node in db.node_ids:
+        has = db.scalar(node, "select count(*) from pg_namespace where nspname = %s",
+                        ("_" + cluster,))
+        if not has:
+            out[node] = None
+            continue
+        out[node] = {name: db.query(node, CATALOG_QUERIES[name].format(ns=ns)) for name in tables}
+    return out
