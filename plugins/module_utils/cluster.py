@@ -21,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     HAS_PSYCOPG2 = False
 
-from .conninfo import Redactor, parse_conninfo, redact_conninfo
+from .conninfo import Redactor, conninfo_secrets, parse_conninfo, redact_conninfo
 from .errors import SlonyError
 from .names import cluster_namespace, validate_node_id
 
@@ -200,6 +200,10 @@ class Cluster:
     def render(self, node, query, params=None):
         """The statement as it would be sent, passwords redacted."""
         conn = self.connection(node, check_identity=False)
+        if params:
+            # A conninfo argument (storePath) is shown with its password replaced.
+            params = tuple(redact_conninfo(p) if isinstance(p, str) and conninfo_secrets(p)
+                           else p for p in params)
         with conn.cursor() as cur:
             text = cur.mogrify(query, params)
         if isinstance(text, bytes):

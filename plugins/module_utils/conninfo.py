@@ -25,7 +25,9 @@ from .errors import SlonyError
 REDACTED = "********"
 
 # Last line of defence for text we could not parse: key=value and URI forms.
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)", re.IGNORECASE)
+# A value may be quoted ('a b'), or quoted inside a SQL literal (''a b'').
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)(''(?:[^'\\]|\\.)*?''|'(?:[^'\\]|\\.)*'|[^\s']+)",
+                          re.IGNORECASE)
 _PASSWORD_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]+)(@)", re.IGNORECASE)
 
 
@@ -41,14 +43,20 @@ def parse_conninfo(conninfo, what="conninfo"):
     The error never repeats the conninfo itself: a malformed string may still
     hold a password.
     """
-    if not isinstance(conninfo, str) or not conninfo.strip():
+    if conninfo is not None and not isinstance(conninfo, str):
+        raise SlonyError("%s must be a string holding a libpq conninfo such as "
+                         "'host=db1 dbname=app user=slony', not %s" % (what, type(conninfo).__name__))
+    if conninfo is None or not conninfo.strip():
         raise SlonyError("%s is empty; expected a libpq conninfo such as "
                          "'host=db1 dbname=app user=slony'" % what)
     try:
         return parse_dsn(conninfo)
     except Exception as exc:  # psycopg2.ProgrammingError
-        detail = mask_password_patterns(str(exc).strip().splitlines()[0])
-        raise SlonyError("%s is not a valid libpq conninfo (%s)" % (what, detail))
+        # libpq quotes the token it stopped at, which can be part of a password:
+        # keep the kind of error, drop every quoted fragment.
+        detail = re.sub(r'"[^"]*"', '"..."', str(exc).strip().splitlines()[0])
+        raise SlonyError("%s is not a valid libpq conninfo (%s)"
+                         % (what, mask_password_patterns(detail)))
 
 
 def build_conninfo(params):
@@ -103,11 +111,20 @@ class Redactor:
         if text is None:
             return None
         text = str(text)
-        # Longest first so that a secret containing another one is masked whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-            # psycopg2 renders a literal with doubled quotes and backslashes.
-            escaped = secret.replace("'", "''")
-            if escaped != secret:
-                text = text.replace(escaped, REDACTED)
+        variants = set()
+        for secret in self._secrets:
+            variants.update(_written_forms(secret))
+        # Longest first so that a form containing another one is masked whole.
+        for form in sorted(variants, key=len, reverse=True):
+            text = text.replace(form, REDACTED)
         return mask_password_patterns(text)
+
+
+def _written_forms(secret):
+    """The ways a secret can be written in our output: as is, escaped for a quoted
+    conninfo value (backslash before ' and \\), and each of those inside a SQL or
+    slonik string literal (quotes doubled)."""
+    conninfo_form = secret.replace("\\", "\\\\").replace("'", "\\'")
+    forms = set([secret, conninfo_form])
+    forms.update(form.replace("'", "''") for form in list(forms))
+    return forms

@@ -171,16 +171,3 @@ def timeout_error(cluster, event, behind, timeout):
         "timed out after %ss waiting for event %s (%s) of node %d to be confirmed by %s" % (
             timeout, event.seqno, event.type, event.origin, ", ".join(parts)),
         node=behind[0][0], queries=cluster.queries)
-
-
-def wait_for_events(cluster, events, confirmers=None, timeout=DEFAULT_TIMEOUT,
-                    interval=POLL_INTERVAL):
-    """Wait for the last event of each origin in ``events`` within one overall timeout."""
-    last = {}
-    for event in events:
-        if event.origin not in last or event.seqno > last[event.origin].seqno:
-            last[event.origin] = event
-    deadline = time.monotonic() + timeout
-    for origin in sorted(last):
-        remaining = max(deadline - time.monotonic(), 0)
-        wait_for_event(cluster, last[origin], confirmers, timeout=remaining, interval=interval)

@@ -16,7 +16,7 @@ CLUSTER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
 def validate_cluster_name(name):
-    if not isinstance(name, str) or not CLUSTER_NAME_RE.match(name):
+    if not isinstance(name, str) or not CLUSTER_NAME_RE.fullmatch(name):
         raise SlonyError(
             "invalid cluster_name %r: Slony requires a letter or underscore followed by at "
             "most 62 letters, digits, underscores or dollar signs" % (name,))
@@ -32,6 +32,8 @@ def validate_node_id(value, what="node id"):
     try:
         node = int(value)
     except (TypeError, ValueError):
+        raise SlonyError("%s %r is not an integer" % (what, value))
+    if isinstance(value, float) and value != node:
         raise SlonyError("%s %r is not an integer" % (what, value))
     if isinstance(value, bool) or node < 1 or node > 2147483647:
         raise SlonyError("%s %r must be a positive 32-bit integer" % (what, value))

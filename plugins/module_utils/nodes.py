@@ -94,8 +94,8 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
                               % (node, _q(comment), node)))
             return plan, before, dict(before, comment=comment)
         if state[0] == NODE_UNINITIALIZED:
-            plan.add(_drop_schema_step(cluster, node, "remove the half-loaded schema of an "
-                                                     "interrupted initialisation"))
+            plan.add(_drop_schema_step(
+                cluster, node, "remove the half-loaded schema of an interrupted initialisation"))
         plan.add(Step(INIT_NODE, node, "initialise node %d as the first node of cluster %s"
                       % (node, cluster.name),
                       slonik="init cluster (id = %d, comment = %s);" % (node, _q(comment)),

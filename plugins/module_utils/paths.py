@@ -59,6 +59,12 @@ def path_view(path, redactor):
             "connretry": path.connretry}
 
 
+def _store_path_slonik(path):
+    return "store path (server = %d, client = %d, conninfo = %s, connretry = %d);" % (
+        path["server"], path["client"], _q(redact_conninfo(path["conninfo"])),
+        path["connretry"])
+
+
 def _is_node(cluster, node):
     """Whether ``node``'s own database (when we can reach it) is that node of the cluster.
 
@@ -115,9 +121,7 @@ def plan_paths(cluster, paths):
                               (p["server"], p["client"], p["conninfo"], p["connretry"]),
                               "store the path from node %d to node %d (on node %d)"
                               % (p["server"], p["client"], p["client"]),
-                              slonik="store path (server = %d, client = %d, conninfo = %s, "
-                                     "connretry = %d);" % (p["server"], p["client"],
-                                                          _q(p["conninfo"]), p["connretry"])))
+                              slonik=_store_path_slonik(p)))
         else:
             after.append({"server": p["server"], "client": p["client"], "state": "absent"})
             if current is not None:

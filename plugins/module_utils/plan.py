@@ -18,8 +18,7 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-from .events import (DEFAULT_TIMEOUT, Event, execute, submit_event, wait_for_event,
-                     wait_for_events)
+from .events import DEFAULT_TIMEOUT, Event, execute, submit_event, wait_for_event
 from .errors import SlonyError
 
 # Step kinds.
@@ -188,5 +187,5 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
     return events
 
 
-__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step", "wait_for_events",
+__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step",
            "EVENT", "EXEC", "INIT_NODE", "WAIT", "CALLBACK"]

@@ -23,7 +23,7 @@ description:
     database is reachable, Slony is uninstalled from it (C(UNINSTALL NODE)).
   - The catalog is read first; nothing is done when the node is already as requested.
 author:
-  - dany.slony contributors
+  - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
   - dany.slony.common
 attributes:

@@ -13,11 +13,11 @@ short_description: Store or drop Slony-I communication paths
 version_added: 0.1.0
 description:
   - Manages the paths a node's slon daemon uses to reach other nodes (slonik C(STORE PATH),
-    C(DROP PATH)): one path with I(server)/I(client)/I(conninfo), or many with I(paths).
+    C(DROP PATH)) - one path with I(server), I(client) and I(conninfo), or many with I(paths).
   - A path is stored on its client node. A changed I(conninfo) or I(connretry) converges.
   - Each client's catalog is read once, whatever the number of paths.
 author:
-  - dany.slony contributors
+  - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
   - dany.slony.common
 attributes:
@@ -178,8 +178,8 @@ def main():
     if params["paths"] is not None:
         paths = params["paths"]
     else:
-        paths = [dict((k, params[k]) for k in ("server", "client", "conninfo", "connretry",
-                                                "state"))]
+        keys = ("server", "client", "conninfo", "connretry", "state")
+        paths = [dict((k, params[k]) for k in keys)]
     for entry in paths:
         slony.add_secrets(entry.get("conninfo"))
     slony.run(lambda cluster: plan_paths(cluster, paths) + ({},))

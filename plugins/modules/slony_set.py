@@ -18,7 +18,7 @@ description:
   - A changed I(comment) converges on every node in I(admin_conninfo) that knows the set
     (Slony has no event for it).
 author:
-  - dany.slony contributors
+  - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
   - dany.slony.common
 attributes:

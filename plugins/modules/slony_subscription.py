@@ -23,7 +23,7 @@ description:
   - With I(state=absent) the receiver is unsubscribed (C(UNSUBSCRIBE SET)); its data stays,
     its replication triggers are removed.
 author:
-  - dany.slony contributors
+  - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
   - dany.slony.common
 attributes:

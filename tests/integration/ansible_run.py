@@ -63,7 +63,7 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
         if verbosity:
             cmd.append("-" + "v" * verbosity)
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
         result_file = Path(tree) / "localhost"
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
     run = ModuleRun(name, args, result, proc.stdout, proc.stderr, proc.returncode)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
@@ -26,12 +25,12 @@ def build_cluster(db, nodes=(1, 2, 3), timeout=60):
     """Initialise node 1, store the others, full-mesh paths, through the core API."""
     with Cluster(CLUSTER, db.admin_conninfo) as cluster:
         for node in nodes:
-            plan, _, _ = plan_node_present(cluster, node)
+            plan = plan_node_present(cluster, node)[0]
             execute_plan(cluster, plan, wait_enabled=False)
     paths = [{"server": s, "client": c, "conninfo": db.conninfo(s)}
              for s in nodes for c in nodes if s != c]
     with Cluster(CLUSTER, db.admin_conninfo) as cluster:
-        plan, _, _ = plan_paths(cluster, paths)
+        plan = plan_paths(cluster, paths)[0]
         execute_plan(cluster, plan, wait_enabled=False)
 
 
