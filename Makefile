@@ -32,7 +32,7 @@ lab: bootstrap
 	ansible-playbook playbooks/lab.yml
 
 lab-down: bootstrap
-	ansible-playbook playbooks/lab.yml -e slony_lab_state=absent
+	ansible-playbook playbooks/lab.yml -e lab_state=absent
 
 clean: lab-down
 	rm -rf .build
