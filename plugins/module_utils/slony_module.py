@@ -49,6 +49,10 @@ def slonik_preamble(cluster):
     return lines
 
 
+def _diffable(value):
+    return {"items": value} if isinstance(value, list) else value
+
+
 class SlonyModule:
     """AnsibleModule plus a :class:`Cluster` built from the common options."""
 
@@ -124,5 +128,6 @@ class SlonyModule:
                       events=[event_dict(e) for e in events], before=before, after=after)
         result.update(extra or {})
         if self.module._diff:
-            result["diff"] = dict(before=before, after=after)
+            # Ansible renders a diff of dicts or strings, not of lists.
+            result["diff"] = dict(before=_diffable(before), after=_diffable(after))
         self.module.exit_json(**result)

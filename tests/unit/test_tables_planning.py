@@ -1,0 +1,398 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Planning of slony_table / slony_sequence, without a database."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import sys
+
+import pytest
+
+try:
+    import ansible_collections.dany.slony  # noqa: F401 pylint: disable=unused-import
+except ImportError:  # run from a plain checkout: use the tree scripts/bootstrap.sh links
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".build",
+                                    "collections"))
+
+from ansible_collections.dany.slony.plugins.module_utils.catalog import Sequence, Table
+from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
+from ansible_collections.dany.slony.plugins.module_utils.names import split_qualified_name
+from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT
+from ansible_collections.dany.slony.plugins.module_utils.tables import (
+    SEQUENCES, TABLES, IdUsage, IdUser, candidate, fq_name, normalize_entries, plan_members,
+    problems_error, quote_part)
+
+NS = "_shop"
+
+
+def slon_quote_input(text):
+    """Python model of Slony's slon_quote_input() (slony1_funcs.sql), to check fq_name."""
+    length = len(text)
+    if text.startswith('"'):
+        i = 1
+        while i < length:
+            if text[i] != '"':
+                i += 1
+            else:
+                i += 1
+                if i >= length or text[i] != '"':
+                    break
+                i += 1
+    else:
+        i = text.find(".")
+        i = length if i < 0 else i
+    if i < length and text[i] == ".":
+        nsp, rel = text[:i], text[i + 1:]
+        if not nsp.startswith('"'):
+            nsp = '"%s"' % nsp.replace('"', '""')
+        if not rel.startswith('"'):
+            rel = '"%s"' % rel.replace('"', '""')
+        return nsp + "." + rel
+    return text if text.startswith('"') else '"%s"' % text.replace('"', '""')
+
+
+def slon_quote_brute(text):
+    return '"%s"' % text.replace('"', '""')
+
+
+def no_ids(explicit):
+    return IdUsage(0, [])
+
+
+def reader(max_id=0, users=(), calls=None):
+    def read(explicit):
+        if calls is not None:
+            calls.append(list(explicit))
+        return IdUsage(max_id, list(users))
+    return read
+
+
+DEFAULT_PK = object()
+
+
+def table(schema, name, index=None, pk=DEFAULT_PK, **extra):
+    """A resolved ordinary table, with primary key <name>_pkey unless ``pk`` says otherwise."""
+    fields = dict(index=index, schema=schema, name=name, relkind="r",
+                  pk="%s_pkey" % name if pk is DEFAULT_PK else pk, unique_keys=[])
+    fields.update(extra)
+    return candidate(**fields)
+
+
+def plan(entries=(), candidates=(), members=(), receivers=(), id_reader=no_ids, kind=TABLES,
+         **kwargs):
+    normalized, problems = normalize_entries(kind, list(entries))
+    return plan_members(kind, NS, 1, 1, normalized, list(candidates), list(members),
+                        list(receivers), id_reader, problems=problems, **kwargs)
+
+
+def event_calls(p):
+    return [(s.function, s.args) for s in p.steps if s.kind == EVENT]
+
+
+# -- names -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("schema, name", [
+    ("public", "orders"), ("public", "MixedCase"), ("Sales", "Orders"), ("public", "odd.name"),
+    ("we.ird", "t"), ("public", 'has"quote'), ('"lead', "x"), ("public", '"lead'),
+    ("public", "with space"), ("public", "$dollar"), ("public", "1digit"),
+])
+def test_fq_name_is_read_back_exactly_by_slony(schema, name):
+    text = fq_name(schema, name)
+    assert slon_quote_input(text) == slon_quote_brute(schema) + "." + slon_quote_brute(name)
+    assert split_qualified_name(text) == (schema, name)
+
+
+def test_quote_part_keeps_plain_identifiers_bare_whatever_their_case():
+    assert quote_part("orders") == "orders"
+    assert quote_part("MixedCase") == "MixedCase"
+    assert quote_part("odd.name") == '"odd.name"'
+    assert quote_part('a"b') == '"a""b"'
+
+
+# -- input -------------------------------------------------------------------------------
+
+def test_normalize_entries_accepts_strings_and_dicts():
+    entries, problems = normalize_entries(TABLES, [
+        "public.orders", {"name": '"Sales"."Big Table"', "id": "7", "key": "big_uk",
+                          "comment": "c"}])
+    assert problems == []
+    assert entries[0] == ("public", "orders", None, None, None)
+    assert entries[1] == ("Sales", "Big Table", 7, "big_uk", "c")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("orders", "must be schema-qualified"),
+    ({"id": 1}, "needs a name"),
+    ({"name": "public.a", "colour": "red"}, "unknown key(s) colour"),
+    ({"name": "public.a", "id": 0}, "positive 32-bit integer"),
+    ({"name": "public.a", "id": "x"}, "is not an integer"),
+    ({"name": "public.a", "id": True}, "is not an integer"),
+    ({"name": "public.a", "key": ""}, "name of an index"),
+    (42, "must be a string"),
+])
+def test_normalize_entries_rejects_malformed_input(entry, message):
+    with pytest.raises(SlonyError) as err:
+        normalize_entries(TABLES, [entry])
+    assert message in str(err.value)
+
+
+def test_sequences_have_no_key():
+    with pytest.raises(SlonyError) as err:
+        normalize_entries(SEQUENCES, [{"name": "public.s", "key": "k"}])
+    assert "unknown key(s) key" in str(err.value)
+
+
+def test_duplicates_are_problems_not_immediate_errors():
+    entries, problems = normalize_entries(TABLES, [
+        {"name": "public.a", "id": 5}, {"name": "public.b", "id": 5}, "public.a"])
+    assert len(entries) == 2
+    assert problems == ["id 5 is given to both public.a and public.b",
+                        "public.a is listed twice (tables[0] and tables[2])"]
+
+
+# -- adding ------------------------------------------------------------------------------
+
+def test_adds_allocate_ids_in_name_order_skipping_explicit_ones():
+    calls = []
+    p, before, after = plan(
+        entries=["public.b", {"name": "public.c", "id": 11}],
+        candidates=[table("public", "b", index=0), table("public", "c", index=1),
+                    table("public", "a"), table("public", "Z")],
+        id_reader=reader(max_id=10, calls=calls))
+    assert calls == [[11]]
+    assert event_calls(p) == [
+        ("createEvent", (NS, "SYNC")),
+        ("setAddTable", (1, 12, "public.Z", "Z_pkey", "replicated table")),
+        ("setAddTable", (1, 13, "public.a", "a_pkey", "replicated table")),
+        ("setAddTable", (1, 14, "public.b", "b_pkey", "public.b")),
+        ("setAddTable", (1, 11, "public.c", "c_pkey", "public.c")),
+    ]
+    assert p.steps[-1].kind == WAIT and p.steps[-1].node == 1
+    assert before == []
+    assert [v["name"] for v in after] == ["public.Z", "public.a", "public.b", "public.c"]
+    assert after[3] == {"id": 11, "name": "public.c", "key": "c_pkey", "comment": "public.c"}
+
+
+def test_given_key_and_comment_are_used_and_shown_as_slonik():
+    p, dummy, after = plan(
+        entries=[{"name": "public.settings", "key": "settings_name_key", "comment": "it's"}],
+        candidates=[table("public", "settings", index=0, pk=None, key_found=True,
+                          key_unique=True, key_valid=True, key_partial=False,
+                          key_expression=False, key_nullable=[])])
+    assert event_calls(p)[1] == ("setAddTable",
+                                 (1, 1, "public.settings", "settings_name_key", "it's"))
+    assert p.slonik() == [
+        "set add table (set id = 1, origin = 1, id = 1, fully qualified name = "
+        "'public.settings', key = 'settings_name_key', comment = 'it''s');"]
+
+
+def test_sequences_use_their_own_functions():
+    p, dummy, after = plan(
+        kind=SEQUENCES, entries=["public.s"],
+        candidates=[candidate(index=0, schema="public", name="s", relkind="S"),
+                    candidate(schema="public", name="t", relkind="S")],
+        id_reader=reader(max_id=3))
+    assert event_calls(p)[1:] == [
+        ("setAddSequence", (1, 4, "public.s", "public.s")),
+        ("setAddSequence", (1, 5, "public.t", "replicated sequence")),
+    ]
+    assert after == [{"id": 4, "name": "public.s", "comment": "public.s"},
+                     {"id": 5, "name": "public.t", "comment": "replicated sequence"}]
+
+
+def test_nothing_to_do_when_every_table_is_in_the_set():
+    calls = []
+    members = [Table(3, 1, "public", "a", "a_pkey", "public.a")]
+    p, before, after = plan(
+        entries=["public.a"],
+        candidates=[table("public", "a", index=0, member_id=3, member_set=1,
+                          member_key="a_pkey")],
+        members=members, id_reader=reader(calls=calls))
+    assert not p and calls == []
+    assert before == after == [{"id": 3, "name": "public.a", "key": "a_pkey",
+                                "comment": "public.a"}]
+
+
+def test_a_member_without_pk_is_fine_when_no_key_is_asked_for():
+    members = [Table(3, 1, "public", "s", "s_uk", "public.s")]
+    p, before, after = plan(
+        entries=["public.s"],
+        candidates=[table("public", "s", index=0, pk=None, member_id=3, member_set=1,
+                          member_key="s_uk")], members=members)
+    assert not p
+
+
+# -- validation --------------------------------------------------------------------------
+
+def test_every_problem_is_reported_at_once_and_nothing_is_planned():
+    entries = ["public.missing", "public.parent", "public.v", "public.nokey",
+               {"name": "public.nuk", "key": "nuk_key"}, "public.other",
+               {"name": "public.dup", "id": 9}, {"name": "public.dup2", "id": 9},
+               {"name": "public.idused", "id": 4}]
+    candidates = [
+        candidate(index=0, schema="public", name="missing"),
+        table("public", "parent", index=1, relkind="p"),
+        table("public", "v", index=2, relkind="v"),
+        table("public", "nokey", index=3, pk=None, unique_keys=["nokey_uk"]),
+        table("public", "nuk", index=4, pk=None, key_found=True, key_unique=True,
+              key_valid=True, key_partial=False, key_expression=False, key_nullable=["code"]),
+        table("public", "other", index=5, member_id=2, member_set=7),
+        table("public", "dup", index=6),
+        table("public", "dup2", index=7),
+        table("public", "idused", index=8),
+    ]
+    users = [IdUser(2, 4, 3, "billing", "x")]
+    with pytest.raises(SlonyError) as err:
+        plan(entries=entries, candidates=candidates, id_reader=reader(users=users))
+    text = str(err.value)
+    assert text.startswith("Tables of set 1: nothing was changed, because 8 problems: (1) ")
+    for expected in [
+            "id 9 is given to both public.dup and public.dup2",
+            "public.missing does not exist",
+            "public.parent is a partitioned table, not an ordinary table (Slony replicates "
+            "its partitions: add those instead)",
+            "public.v is a view, not an ordinary table",
+            "public.nokey has no primary key: give its key",
+            "key: nokey_uk",
+            "key nuk_key of public.nuk has nullable column(s) code",
+            "public.other is already in set 7 (as table id 2)",
+            "id 4 (wanted for public.idused) is already used by table billing.x of set 3 on "
+            "node 2"]:
+        assert expected in text
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(key_found=False, unique_keys=["t_pkey", "t_uk"]),
+     "public.t has no index named k (usable keys: t_pkey, t_uk)"),
+    (dict(key_found=True, key_unique=False), "key k of public.t is not a unique index"),
+    (dict(key_found=True, key_unique=True, key_valid=False), "is an invalid index"),
+    (dict(key_found=True, key_unique=True, key_valid=True, key_partial=True),
+     "is a partial index"),
+    (dict(key_found=True, key_unique=True, key_valid=True, key_partial=False,
+          key_expression=True), "is an expression index"),
+])
+def test_bad_keys(fields, message):
+    with pytest.raises(SlonyError) as err:
+        plan(entries=[{"name": "public.t", "key": "k"}],
+             candidates=[table("public", "t", index=0, **fields)])
+    assert message in str(err.value)
+
+
+def test_no_key_at_all():
+    with pytest.raises(SlonyError) as err:
+        plan(candidates=[table("public", "log", pk=None)])
+    assert "public.log has no primary key and no unique index on NOT NULL columns" \
+        in str(err.value)
+
+
+def test_system_and_slony_catalogs_are_refused():
+    with pytest.raises(SlonyError) as err:
+        plan(entries=["_shop.sl_table", "pg_catalog.pg_class"],
+             candidates=[table("_shop", "sl_table", index=0),
+                         table("pg_catalog", "pg_class", index=1)])
+    assert "_shop.sl_table belongs to Slony's own catalog" in str(err.value)
+    assert "pg_catalog.pg_class belongs to PostgreSQL's system catalog" in str(err.value)
+
+
+def test_a_sequence_list_refuses_tables():
+    with pytest.raises(SlonyError) as err:
+        plan(kind=SEQUENCES, entries=["public.t"],
+             candidates=[candidate(index=0, schema="public", name="t", relkind="r")])
+    assert "public.t is an ordinary table, not a sequence" in str(err.value)
+
+
+def test_member_with_another_key_or_id_is_an_error():
+    members = [Table(3, 1, "public", "a", "a_pkey", "public.a")]
+    with pytest.raises(SlonyError) as err:
+        plan(entries=[{"name": "public.a", "key": "a_uk", "id": 8}],
+             candidates=[table("public", "a", index=0, member_id=3, member_set=1,
+                               member_key="a_pkey")], members=members)
+    assert "public.a is in set 1 with key a_pkey, not a_uk" in str(err.value)
+    assert "public.a is in set 1 with id 3, not 8" in str(err.value)
+
+
+def test_adding_to_a_subscribed_set_fails_before_any_change():
+    with pytest.raises(SlonyError) as err:
+        plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
+             receivers=[2, 3])
+    assert "set 1 is subscribed (by nodes 2, 3)" in str(err.value)
+    assert "later feature" in str(err.value)
+    assert str(err.value).endswith("wanted: public.a")
+
+
+def test_long_lists_are_shortened_in_messages():
+    names = ["public.t%02d" % i for i in range(12)]
+    with pytest.raises(SlonyError) as err:
+        plan(candidates=[table("public", n.split(".")[1]) for n in names], receivers=[2])
+    assert str(err.value).endswith("public.t09 and 2 more")
+
+
+def test_missing_schemas_only_matter_when_adding():
+    with pytest.raises(SlonyError) as err:
+        plan(missing_schemas=["Nope"])
+    assert "schema Nope does not exist" in str(err.value)
+    p, dummy, dummy2 = plan(missing_schemas=["Nope"], state="absent")
+    assert not p
+
+
+def test_problems_error_single_and_many():
+    assert str(problems_error("tables", 2, ["x"])) == \
+        "Tables of set 2: nothing was changed, because x"
+    assert str(problems_error("sequences", 2, ["x", "y"])) == \
+        "Sequences of set 2: nothing was changed, because 2 problems: (1) x; (2) y"
+
+
+# -- dropping ----------------------------------------------------------------------------
+
+def test_absent_drops_only_members_of_this_set_even_on_a_subscribed_set():
+    members = [Table(3, 1, "public", "a", "a_pkey", "public.a"),
+               Table(4, 1, "public", "gone", "gone_pkey", "public.gone")]
+    p, before, after = plan(
+        entries=["public.a", "public.gone", "public.elsewhere", "public.nothere"],
+        candidates=[table("public", "a", index=0, member_id=3, member_set=1),
+                    candidate(index=1, schema="public", name="gone"),
+                    table("public", "elsewhere", index=2, member_id=9, member_set=5),
+                    table("public", "nothere", index=3)],
+        members=members, receivers=[2], state="absent")
+    assert event_calls(p) == [("setDropTable", (3,)), ("setDropTable", (4,))]
+    assert p.slonik() == ["set drop table (origin = 1, id = 3);",
+                          "set drop table (origin = 1, id = 4);"]
+    assert [v["name"] for v in before] == ["public.a", "public.gone"]
+    assert after == []
+
+
+def test_absent_with_nothing_in_the_set_is_a_no_op():
+    p, before, after = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
+                            state="absent")
+    assert not p and before == [] and after == []
+
+
+def test_exclusive_drops_the_others_first_then_adds():
+    members = [Table(3, 1, "public", "keep", "keep_pkey", "c"),
+               Table(4, 1, "public", "old", "old_pkey", "c"),
+               Table(5, 1, "public", "older", "older_pkey", "c")]
+    p, before, after = plan(
+        entries=["public.keep", "public.new"],
+        candidates=[table("public", "keep", index=0, member_id=3, member_set=1),
+                    table("public", "new", index=1)],
+        members=members, exclusive=True, id_reader=reader(max_id=5))
+    assert event_calls(p) == [
+        ("setDropTable", (4,)), ("setDropTable", (5,)), ("createEvent", (NS, "SYNC")),
+        ("setAddTable", (1, 6, "public.new", "new_pkey", "public.new"))]
+    assert [v["name"] for v in before] == ["public.keep", "public.old", "public.older"]
+    assert [v["name"] for v in after] == ["public.keep", "public.new"]
+
+
+def test_exclusive_sequences():
+    members = [Sequence(1, 1, "public", "s1", "c"), Sequence(2, 1, "public", "s2", "c")]
+    p, before, after = plan(
+        kind=SEQUENCES, entries=["public.s2"],
+        candidates=[candidate(index=0, schema="public", name="s2", relkind="S", member_id=2,
+                              member_set=1)],
+        members=members, exclusive=True)
+    assert event_calls(p) == [("setDropSequence", (1,))]
+    assert after == [{"id": 2, "name": "public.s2", "comment": "c"}]
