@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class ModuleRun:
     stdout: str
     stderr: str
     returncode: int
+    seconds: float = 0.0
 
     @property
     def changed(self) -> bool:
@@ -62,11 +64,16 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
             cmd.append("--diff")
         if verbosity:
             cmd.append("-" + "v" * verbosity)
+        started = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
         result_file = Path(tree) / "localhost"
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
-    run = ModuleRun(name, args, result, proc.stdout, proc.stderr, proc.returncode)
+    run = ModuleRun(name, args, result, proc.stdout, proc.stderr, proc.returncode,
+                    time.monotonic() - started)
+    if os.environ.get("DANY_SLONY_TIMINGS"):
+        print("%6.2fs %s%s %s" % (run.seconds, name, " (check)" if check else "",
+                                  {k: v for k, v in args.items() if k not in ("admin_conninfo", "paths")}))
     if expect_failure:
         assert run.failed, f"{name} {args} was expected to fail but returned {result}"
     else:
