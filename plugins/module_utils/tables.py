@@ -24,6 +24,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import time
 from collections import namedtuple
 
 try:
@@ -31,11 +32,12 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-from .catalog import read_snapshot
+from .catalog import Subscription, read_snapshot
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .names import split_qualified_name
-from .plan import Plan, call, wait
+from .events import POLL_INTERVAL, slon_state
+from .plan import WAIT, Plan, Step, call, wait
 
 MAX_ID = 2147483647
 
@@ -247,7 +249,7 @@ def _no_key_problem(label, cand):
 
 def plan_members(kind, namespace, set_id, origin, entries, candidates, members, receivers,
                  id_reader, state="present", exclusive=False, problems=(),
-                 missing_schemas=()):
+                 missing_schemas=(), subscriptions=None, pending=None, new_set_id=None):
     """Plan the tables (or sequences) of set ``set_id``. Pure, apart from ``id_reader``.
 
     ``entries``: the explicit list (normalised); ``candidates``: every object resolved
@@ -255,8 +257,16 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
     rows (snapshot Table / Sequence) of the set on its origin; ``receivers``: the
     nodes subscribed to the set; ``id_reader(explicit_ids)`` -> :class:`IdUsage`
     across the cluster, only called when something is to be added.
+    ``subscriptions``: the set's sl_subscribe rows on the origin (default: each
+    receiver fed by the origin, forwarding); ``pending``: the :class:`Pending`
+    temporary set of an earlier, interrupted live addition, if any; ``new_set_id``: the
+    id a new temporary set gets.
+    Adding to a subscribed set is done live (see :func:`build_live_plan`).
     Returns (plan, before, after); raises one SlonyError listing every problem.
     """
+    if subscriptions is None:
+        subscriptions = [Subscription(set_id, origin, r, True, True) for r in receivers]
+    pending_id = pending.set_id if pending is not None else None
     problems = list(problems)
     members = sorted(members, key=lambda m: (m.schema, m.name))
     members_by_id = dict((m.id, m) for m in members)
@@ -299,6 +309,10 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
                     hint = " (Slony replicates its partitions: add those instead)"
                 problems.append("%s is %s, not %s%s" % (
                     label, what, RELKIND_NAMES[kind.relkind], hint))
+                continue
+            if pending_id is not None and cand.member_set == pending_id:
+                # Already on its way in, through the temporary set of an earlier run.
+                keep.append(_member_from(kind, cand))
                 continue
             if cand.member_set is not None and cand.member_set != set_id:
                 problems.append("%s is already in set %d (as %s id %d)" % (
@@ -344,17 +358,6 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
             kept_ids = set(k.id for k in keep)
             to_drop = [m for m in members if m.id not in kept_ids]
 
-        if to_add and receivers:
-            problems.append(
-                "set %d is subscribed (by node%s %s) and Slony-I cannot add %s to a subscribed "
-                "set - adding them live (a temporary set, subscribed by every receiver, then "
-                "merged) is a later feature of this module, so for now create a new set with "
-                "these %s, subscribe it like set %d and merge it (slonik MERGE SET); wanted: "
-                "%s" % (
-                    set_id, "s" if len(receivers) > 1 else "",
-                    ", ".join(str(r) for r in receivers), nouns, nouns, set_id,
-                    _short_list([a["label"] for a in to_add])))
-
         explicit = sorted(a["id"] for a in to_add if a["id"] is not None)
         if to_add and (explicit or not problems):
             # Read even when other problems exist, so that id clashes join the same error.
@@ -383,13 +386,19 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
                 taken.add(next_id)
                 next_id += 1
 
-        before = [member_view(kind, m) for m in (members if exclusive else keep)]
+        before = [member_view(kind, m) for m in (members if exclusive else keep)
+                  if pending_id is None or m.set != pending_id]
         after = [member_view(kind, k) for k in keep] + [_added_view(kind, a) for a in to_add]
 
     if problems:
         raise problems_error(nouns, set_id, problems, origin)
 
-    plan = build_plan(kind, namespace, set_id, origin, to_add, to_drop)
+    if subscriptions and (to_add or pending is not None):
+        plan = build_plan(kind, namespace, set_id, origin, [], to_drop)
+        plan.extend(build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions,
+                                    pending, new_set_id).steps)
+    else:
+        plan = build_plan(kind, namespace, set_id, origin, to_add, to_drop)
     return plan, _sorted_views(before), _sorted_views(after)
 
 
@@ -457,6 +466,122 @@ def build_plan(kind, namespace, set_id, origin, to_add, to_drop):
         plan.add(wait(origin, "wait until every node has confirmed the %s changes of set %d"
                               % (kind.noun, set_id)))
     return plan
+
+
+# -- adding to a subscribed set ------------------------------------------------------------
+
+# Slony refuses new tables in a subscribed set. They go into a temporary set, which every
+# receiver subscribes from the same provider; once every copy is done, the temporary set is
+# merged into the real one (slonik MERGE SET). The temporary set is recognised by its
+# comment, so that a run interrupted half-way is finished by the next one.
+PENDING_COMMENT = "dany.slony: objects on their way into set %d"
+
+# A temporary set found in the catalog: its id and {receiver: provider} of its subscriptions.
+Pending = namedtuple("Pending", "set_id subscribed")
+
+
+def find_pending(snap, set_id, origin):
+    for entry in sorted(snap.sets.values()):
+        if entry.comment == PENDING_COMMENT % set_id and entry.origin == origin:
+            subscribed = dict((s.receiver, s.provider) for s in snap.subscriptions.values()
+                              if s.set == entry.id)
+            return Pending(entry.id, subscribed)
+    return None
+
+
+def feeding_order(subscriptions, origin):
+    """Subscriptions ordered so that every provider comes before the nodes it feeds."""
+    done, ordered, rest = set([origin]), [], sorted(subscriptions, key=lambda s: s.receiver)
+    while rest:
+        ready = [s for s in rest if s.provider in done]
+        if not ready:  # a provider that is not itself a receiver: keep the catalog's order
+            ready = rest[:1]
+        for sub in ready:
+            ordered.append(sub)
+            done.add(sub.receiver)
+            rest.remove(sub)
+    return ordered
+
+
+def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pending,
+                    new_temp_id=None):
+    """Temporary set -> add -> subscribe every receiver as for the real set -> wait until
+    every copy is done -> merge. Resumes ``pending`` (an interrupted earlier run) first.
+    Pure: the steps only name nodes, functions and arguments."""
+    from .subscriptions import completion_wait  # pylint: disable=import-outside-toplevel
+    ns = sql.Identifier(namespace)
+    plan = Plan()
+    cycles = []
+    if pending is not None:
+        if to_add and not pending.subscribed:
+            cycles.append((pending.set_id, False, to_add, {}))
+            to_add = []
+        else:
+            cycles.append((pending.set_id, False, [], pending.subscribed))
+    if to_add:
+        temp = new_temp_id if new_temp_id is not None else (
+            pending.set_id if pending is not None else None)
+        cycles.append((temp, True, to_add, {}))
+    for temp_id, create, adds, subscribed in cycles:
+        if temp_id is None:
+            raise SlonyError("internal error: no id for the temporary set")
+        if create:
+            comment = PENDING_COMMENT % set_id
+            plan.add(call(ns, origin, "storeSet", (temp_id, comment),
+                          "create temporary set %d for the %s joining set %d"
+                          % (temp_id, kind.option, set_id),
+                          slonik="create set (id = %d, origin = %d, comment = %s);"
+                                 % (temp_id, origin, _q(comment))))
+            plan.add(wait(origin, "wait until every node knows temporary set %d" % temp_id))
+        if adds:
+            plan.extend(build_plan(kind, namespace, temp_id, origin, adds, []).steps)
+        receivers = []
+        for sub in feeding_order(subscriptions, origin):
+            receivers.append(sub.receiver)
+            if sub.provider != origin:
+                plan.add(completion_wait(temp_id, sub.provider,
+                                         subscribed.get(sub.provider, origin)))
+            if subscribed.get(sub.receiver) == sub.provider:
+                continue
+            plan.add(call(ns, origin, "subscribeSet",
+                          (temp_id, sub.provider, sub.receiver, sub.forward, False),
+                          "subscribe node %d to temporary set %d from node %d, as to set %d"
+                          % (sub.receiver, temp_id, sub.provider, set_id),
+                          slonik="subscribe set (id = %d, provider = %d, receiver = %d, "
+                                 "forward = %s);" % (temp_id, sub.provider, sub.receiver,
+                                                      "yes" if sub.forward else "no")))
+        for sub in feeding_order(subscriptions, origin):
+            plan.add(completion_wait(temp_id, sub.receiver, sub.provider))
+        plan.add(wait(origin, "wait until node %d sees every copy of set %d confirmed"
+                      % (origin, temp_id), confirmers=receivers))
+        plan.add(merge_ready_wait(origin, set_id, temp_id))
+        plan.add(call(ns, origin, "mergeSet", (set_id, temp_id),
+                      "merge temporary set %d into set %d" % (temp_id, set_id),
+                      slonik="merge set (id = %d, add id = %d, origin = %d);"
+                             % (set_id, temp_id, origin)))
+        plan.add(wait(origin, "wait until every node has merged set %d into set %d"
+                      % (temp_id, set_id)))
+    return plan
+
+
+_IN_PROGRESS = "select {ns}.isSubscriptionInProgress(%s) or {ns}.isSubscriptionInProgress(%s)"
+
+
+def merge_ready_wait(origin, set_id, temp_id):
+    """MERGE SET refuses while the origin still sees a subscription in progress."""
+    def run(cluster, step, timeout):
+        query = sql.SQL(_IN_PROGRESS).format(ns=cluster.ns)
+        deadline = time.monotonic() + timeout
+        while cluster.fetch(origin, query, (set_id, temp_id))[0][0]:
+            if time.monotonic() >= deadline:
+                raise SlonyError(
+                    "timed out after %ss waiting for node %d to see the subscriptions of sets "
+                    "%d and %d complete (slon of node %d: %s)" % (
+                        timeout, origin, set_id, temp_id, origin, slon_state(cluster, origin)),
+                    node=origin, queries=cluster.queries)
+            time.sleep(POLL_INTERVAL)
+    return Step(WAIT, origin, "wait until node %d sees no subscription of set %d or %d in "
+                              "progress" % (origin, set_id, temp_id), run=run)
 
 
 # -- catalog reads -----------------------------------------------------------------------
@@ -675,13 +800,17 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
     origin, snap, snaps = locate_set(cluster, set_id, origin)
     candidates, missing_schemas = resolve_candidates(cluster, kind, origin, entries, patterns,
                                                      schemas, exclude)
+    pending = find_pending(snap, set_id, origin) if state == "present" else None
     members = [m for m in getattr(snap, kind.snapshot_attr).values() if m.set == set_id]
+    subscriptions = [sub for sub in snap.subscriptions.values() if sub.set == set_id]
     plan, before, after = plan_members(
         kind, cluster.namespace, set_id, origin, entries, candidates, members,
         snap.receivers(set_id),
         lambda ids: read_id_usage(cluster, kind, origin, snaps, ids),
-        state=state, exclusive=exclusive, problems=problems, missing_schemas=missing_schemas)
+        state=state, exclusive=exclusive, problems=problems, missing_schemas=missing_schemas,
+        subscriptions=subscriptions, pending=pending, new_set_id=max([0] + list(snap.sets)) + 1)
     return plan, before, after, {"origin": origin}
+
 
 
 def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schemas=None,

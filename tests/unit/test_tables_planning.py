@@ -18,11 +18,12 @@ except ImportError:  # run from a plain checkout: use the tree scripts/bootstrap
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".build",
                                     "collections"))
 
-from ansible_collections.dany.slony.plugins.module_utils.catalog import Sequence, Table
+from ansible_collections.dany.slony.plugins.module_utils.catalog import Sequence, Subscription, Table
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.names import split_qualified_name
 from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT
 from ansible_collections.dany.slony.plugins.module_utils.tables import (
+    PENDING_COMMENT, Pending, _short_list,
     SEQUENCES, TABLES, IdUsage, IdUser, candidate, fq_name, normalize_entries, plan_members,
     problems_error, quote_part)
 
@@ -315,20 +316,58 @@ def test_member_with_another_key_or_id_is_an_error():
     assert "public.a is in set 1 with id 3, not 8" in str(err.value)
 
 
-def test_adding_to_a_subscribed_set_fails_before_any_change():
-    with pytest.raises(SlonyError) as err:
-        plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
-             receivers=[2, 3])
-    assert "set 1 is subscribed (by nodes 2, 3)" in str(err.value)
-    assert "later feature" in str(err.value)
-    assert str(err.value).endswith("wanted: public.a")
+def test_adding_to_a_subscribed_set_goes_through_a_temporary_set():
+    subs = [Subscription(1, 1, 2, True, True), Subscription(1, 2, 3, False, True)]
+    p, before, after = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
+                            receivers=[2, 3], subscriptions=subs, new_set_id=7)
+    assert event_calls(p) == [
+        ("storeSet", (7, PENDING_COMMENT % 1)),
+        ("createEvent", (NS, "SYNC")),
+        ("setAddTable", (7, 1, "public.a", "a_pkey", "public.a")),
+        ("subscribeSet", (7, 1, 2, True, False)),
+        ("subscribeSet", (7, 2, 3, False, False)),   # same provider and forward as set 1
+        ("mergeSet", (1, 7)),
+    ]
+    kinds = [s.kind for s in p.steps]
+    # Node 3 is fed by node 2: node 2's copy must be done before node 3 subscribes.
+    sub3 = [s.args for s in p.steps].index((7, 2, 3, False, False))
+    assert p.steps[sub3 - 1].kind == WAIT and "node 2 has copied set 7" in p.steps[sub3 - 1].description
+    merge = kinds.index(EVENT, sub3 + 1)
+    waits = [s.description for s in p.steps[sub3 + 1:merge]]
+    assert any("node 2 has copied set 7 from node 1" in w for w in waits)
+    assert any("node 3 has copied set 7 from node 2" in w for w in waits)
+    assert any("no subscription of set 1 or 7 in progress" in w for w in waits)
+    assert p.steps[-1].kind == WAIT
+    assert [v["name"] for v in after] == ["public.a"] and before == []
+    assert "merge set (id = 1, add id = 7, origin = 1);" in p.slonik()
 
 
-def test_long_lists_are_shortened_in_messages():
+def test_an_interrupted_live_addition_is_finished_not_restarted():
+    subs = [Subscription(1, 1, 2, True, True), Subscription(1, 1, 3, True, True)]
+    pending = Pending(7, {2: 1})   # node 2 already subscribed to temporary set 7
+    p, before, after = plan(entries=["public.a"],
+                            candidates=[table("public", "a", index=0, member_id=4, member_set=7,
+                                              member_key="a_pkey")],
+                            receivers=[2, 3], subscriptions=subs, pending=pending, new_set_id=8)
+    assert event_calls(p) == [("subscribeSet", (7, 1, 3, True, False)), ("mergeSet", (1, 7))]
+    assert [v["name"] for v in after] == ["public.a"] and before == []
+
+
+def test_new_objects_while_a_subscribed_temporary_set_is_pending_get_a_second_cycle():
+    subs = [Subscription(1, 1, 2, True, True)]
+    p, dummy, dummy2 = plan(entries=["public.b"], candidates=[table("public", "b", index=0)],
+                            receivers=[2], subscriptions=subs, pending=Pending(7, {2: 1}),
+                            new_set_id=8)
+    assert [c[0] for c in event_calls(p)] == ["mergeSet", "storeSet", "createEvent",
+                                              "setAddTable", "subscribeSet", "mergeSet"]
+    assert event_calls(p)[0] == ("mergeSet", (1, 7))
+    assert event_calls(p)[-1] == ("mergeSet", (1, 8))
+
+
+def test_short_list():
     names = ["public.t%02d" % i for i in range(12)]
-    with pytest.raises(SlonyError) as err:
-        plan(candidates=[table("public", n.split(".")[1]) for n in names], receivers=[2])
-    assert str(err.value).endswith("public.t09 and 2 more")
+    assert _short_list(names).endswith("public.t09 and 2 more")
+    assert _short_list(names[:3]) == "public.t00, public.t01, public.t02"
 
 
 def test_missing_schemas_only_matter_when_adding():
