@@ -176,6 +176,66 @@ class Cluster:
     def close(self):
         for node in list(self._conns):
             self.discard(node)
+        self.release_run_lock()
+
+    # -- one run at a time ------------------------------------------------------------
+    # Two runs changing one cluster at once could plan the same change twice (two
+    # STORE NODEs, two ids for one table). A run that changes something first takes a
+    # session-level advisory lock, on its own connection, on the lowest-numbered node it
+    # can reach; a second run with the same admin_conninfo waits for it, boundedly.
+    RUN_LOCK_CLASS = 0x510E  # first key of pg_advisory_lock(int4, int4): "dany.slony"
+
+    _lock_conn = None
+    lock_node = None
+
+    def acquire_run_lock(self, timeout, interval=0.1, clock=None, sleep=None):
+        import time  # pylint: disable=import-outside-toplevel
+        clock = clock or time.monotonic
+        sleep = sleep or time.sleep
+        if self._lock_conn is not None:
+            return self.lock_node
+        errors = []
+        for node in self.nodes():
+            params = parse_conninfo(self.admin_conninfo[node], "admin_conninfo for node %d" % node)
+            params.setdefault("connect_timeout", str(self.connect_timeout))
+            params["application_name"] = self.application_name + " (run lock)"
+            try:
+                conn = psycopg2.connect(**params)
+            except psycopg2.Error as exc:
+                errors.append("node %d: %s" % (node, str(exc).strip().splitlines()[0]))
+                continue
+            conn.autocommit = True
+            deadline = clock() + timeout
+            with conn.cursor() as cur:
+                while True:
+                    cur.execute("select pg_try_advisory_lock(%s, hashtext(%s))",
+                                (self.RUN_LOCK_CLASS, self.namespace))
+                    if cur.fetchone()[0]:
+                        self._lock_conn, self.lock_node = conn, node
+                        return node
+                    if clock() >= deadline:
+                        cur.execute(
+                            "select string_agg(a.pid || ' (' || coalesce(a.application_name, '')"
+                            " || ', since ' || a.backend_start::text || ')', ', ')"
+                            " from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+                            " where l.locktype = 'advisory' and l.granted"
+                            " and l.classid = %s::oid", (self.RUN_LOCK_CLASS,))
+                        holder = cur.fetchone()[0]
+                        conn.close()
+                        raise SlonyError(
+                            "another run is changing cluster %s (it holds the run lock on "
+                            "node %d: backend %s); waited %ss for it to finish"
+                            % (self.name, node, holder or "unknown", timeout), node=node)
+                    sleep(interval)
+        raise SlonyError("cannot take the run lock of cluster %s: no node is reachable (%s)"
+                         % (self.name, self.redactor.text("; ".join(errors))))
+
+    def release_run_lock(self):
+        if self._lock_conn is not None:
+            try:
+                self._lock_conn.close()
+            finally:
+                self._lock_conn, self.lock_node = None, None
 
     def __enter__(self):
         return self

@@ -100,13 +100,18 @@ class SlonyModule:
             extra["node"] = exc.node
         self.module.fail_json(msg=self.redactor.text(message), queries=queries, **extra)
 
-    def run(self, planner):
+    def run(self, planner, lock=True):
         """Plan with ``planner(cluster)`` -> (plan, before, after, extra), then apply.
 
         In check mode the plan is rendered, not run. ``before``/``after`` describe
         the objects the module manages; ``after`` is what the plan leads to.
+        ``lock=False`` for read-only modules, which must not queue behind a change.
         """
         try:
+            if lock and not self.check_mode:
+                # Plan and run under the cluster's run lock, so that two runs never
+                # plan the same change (see Cluster.acquire_run_lock).
+                self.cluster.acquire_run_lock(self.params["wait_timeout"])
             plan, before, after, extra = planner(self.cluster)
             changed = bool(plan.changes())
             slonik = slonik_preamble(self.cluster) + plan.slonik() if changed else []
