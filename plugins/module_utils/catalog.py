@@ -79,7 +79,7 @@ class Snapshot:
         }
 
 
-_CATALOG_QUERY = """
+CATALOG_QUERY = """
 select
   (select last_value from {ns}.sl_local_node_id),
   (select coalesce(json_agg(json_build_array(no_id, no_active, no_comment, no_failed)
@@ -116,11 +116,21 @@ select st_origin, st_received, st_last_event, st_last_received, st_lag_num_event
 def read_snapshot(cluster, node, status=False):
     """Read ``node``'s catalog. The node must be an initialised node of the cluster."""
     cluster.require_initialized(node)
-    row = cluster.fetch(node, sql.SQL(_CATALOG_QUERY).format(ns=cluster.ns))[0]
+    row = cluster.fetch(node, catalog_query(cluster))[0]
     status_rows = []
     if status:
         status_rows = [Status(*r) for r in cluster.fetch(
             node, sql.SQL(_STATUS_QUERY).format(ns=cluster.ns))]
+    return snapshot_from_row(node, row, status_rows)
+
+
+def catalog_query(cluster):
+    """The one-round-trip catalog query (for callers that run it in their own transaction)."""
+    return sql.SQL(CATALOG_QUERY).format(ns=cluster.ns)
+
+
+def snapshot_from_row(node, row, status=()):
+    """A Snapshot from the row :func:`catalog_query` returns."""
     return Snapshot(
         node,
         local_id=row[0],
@@ -132,6 +142,6 @@ def read_snapshot(cluster, node, status=False):
         sequences=[Sequence(*r) for r in row[6]],
         subscriptions=[Subscription(*r) for r in row[7]],
         setsyncs=[SetSync(*r) for r in row[8]],
-        status=status_rows,
+        status=status,
         slon_running=row[9],
     )

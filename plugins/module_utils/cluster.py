@@ -130,6 +130,14 @@ class Cluster:
         return conn
 
     def _probe_state(self, node, conn):
+        try:
+            return self._read_state(conn)
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise SlonyError("%s: cannot read the state of cluster %s: %s" % (
+                self.describe(node), self.name, self.redactor.text(str(exc).strip())), node=node)
+
+    def _read_state(self, conn):
         with conn.cursor() as cur:
             cur.execute("select 1 from pg_catalog.pg_namespace where nspname = %s",
                         (self.namespace,))
