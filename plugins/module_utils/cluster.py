@@ -153,9 +153,10 @@ class Cluster:
     def _check_identity(self, node):
         state, local_id = self.node_state[node]
         if state == NODE_INITIALIZED and local_id != node:
+            conninfo = self.redactor.text(redact_conninfo(self.admin_conninfo[node]))
             raise SlonyError(
-                "admin_conninfo for node %d reaches %s, which is node %d of cluster %s, not "
-                "node %d" % (node, self.describe(node), local_id, self.name, node), node=node)
+                "admin_conninfo for node %d (%s) reaches the database of node %d of cluster "
+                "%s, not node %d" % (node, conninfo, local_id, self.name, node), node=node)
 
     def state(self, node):
         """(state, local node id) of the database behind ``node``'s conninfo."""

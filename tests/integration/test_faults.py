@@ -141,7 +141,9 @@ def test_bad_input_fails_clearly_and_changes_nothing(fresh_db, slons):
     swapped = common(db, id=1)
     swapped["admin_conninfo"] = {"1": db.conninfo(2), "2": db.conninfo(1)}
     failed = run_module("slony_node", swapped, expect_failure=True)
-    assert "admin_conninfo for node 1 reaches" in failed.msg and "which is node 2" in failed.msg
+    assert ("admin_conninfo for node 1 (" in failed.msg and "reaches the database of node 2 "
+            in failed.msg) or ("admin_conninfo for node 2 (" in failed.msg
+                               and "reaches the database of node 1 " in failed.msg)
     failed = run_module("slony_set", dict(common(db, id=1, origin=1), cluster_name="9lives"),
                         expect_failure=True)
     assert "invalid cluster_name '9lives'" in failed.msg
