@@ -49,7 +49,9 @@ stage_integration() {
     return 0
   fi
   local rc=0
-  pytest -q tests/integration || rc=$?
+  # Three workers, each with its own lab (tests/integration/lab.py shifts the ports): the
+  # tests mostly wait for slon daemons, so they overlap well even on two cores.
+  pytest -q -n "${SLONY_TEST_WORKERS:-3}" --dist loadfile --durations=20 tests/integration || rc=$?
   if [ "$rc" -eq 5 ]; then  # pytest: no tests collected
     echo "tests/integration collected no tests: skipped"
     skipped+=(integration)

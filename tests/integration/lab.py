@@ -120,9 +120,14 @@ class LabSettings:
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> "LabSettings":
         env = os.environ if env is None else env
+        # Under pytest-xdist every worker runs its own lab: ports and directory shift by
+        # the worker's number (gw0, gw1, ...), so that workers never share a server.
+        worker = env.get("PYTEST_XDIST_WORKER", "")
+        offset = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+        directory = env.get("SLONY_LAB_DIR") or DEFAULT_DIR
         return cls(
-            port_base=int(env.get("SLONY_LAB_PORT_BASE") or DEFAULT_PORT_BASE),
-            directory=Path(env.get("SLONY_LAB_DIR") or DEFAULT_DIR),
+            port_base=int(env.get("SLONY_LAB_PORT_BASE") or DEFAULT_PORT_BASE) + 10 * offset,
+            directory=Path(directory + ("-%s" % worker if offset else "")),
             nodes=int(env.get("SLONY_LAB_NODES") or DEFAULT_NODES),
             password=env.get("SLONY_LAB_PASSWORD") or DEFAULT_PASSWORD,
             pg_bindir=env.get("SLONY_LAB_PG_BINDIR") or DEFAULT_PG_BINDIR,
