@@ -65,7 +65,9 @@ SECTIONS = ("nodes", "paths", "listens", "sets", "tables", "sequences", "subscri
 # inserts seqno 0 rows) mean "nothing confirmed yet".
 FIRST_SEQNO = 5000000000
 
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast",
+                  # slony_script's own log of applied scripts (keys), on every node.
+                  "dany_slony")
 
 
 # -- filter -----------------------------------------------------------------------------
@@ -436,7 +438,8 @@ def unreplicated_relations(node, rows, cluster_schema):
 
     ``rows``: (schema, name, relkind, tab_set, seq_set, in_extension, key, owned_by,
     is_partition) as read by the relations query. System schemas, the cluster schema,
-    temporary schemas and objects of extensions are not application objects.
+    slony_script's dany_slony schema, temporary schemas and objects of extensions are not
+    application objects.
     """
     out = []
     for schema, name, relkind, tab_set, seq_set, in_extension, key, owned_by, partition in rows:

@@ -503,6 +503,11 @@ def feeding_order(subscriptions, origin):
     return ordered
 
 
+def _subscribe_slonik(set_id, sub):
+    return "subscribe set (id = %d, provider = %d, receiver = %d, forward = %s);" % (
+        set_id, sub.provider, sub.receiver, "yes" if sub.forward else "no")
+
+
 def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pending,
                     new_temp_id=None):
     """Temporary set -> add -> subscribe every receiver as for the real set -> wait until
@@ -547,9 +552,7 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
                           (temp_id, sub.provider, sub.receiver, sub.forward, False),
                           "subscribe node %d to temporary set %d from node %d, as to set %d"
                           % (sub.receiver, temp_id, sub.provider, set_id),
-                          slonik="subscribe set (id = %d, provider = %d, receiver = %d, "
-                                 "forward = %s);" % (temp_id, sub.provider, sub.receiver,
-                                                      "yes" if sub.forward else "no")))
+                          slonik=_subscribe_slonik(temp_id, sub)))
         for sub in feeding_order(subscriptions, origin):
             plan.add(completion_wait(temp_id, sub.receiver, sub.provider))
         plan.add(wait(origin, "wait until node %d sees every copy of set %d confirmed"
@@ -664,7 +667,7 @@ found as (
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
    where c.relkind = %(relkind)s::"char"
      and n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
-     and n.nspname <> %(cluster_ns)s
+     and n.nspname <> %(cluster_ns)s and n.nspname <> 'dany_slony'
      and (n.nspname = any(%(schemas)s::text[])
           or (n.nspname || '.' || c.relname) ~ any(%(patterns)s::text[]))
      and not ((n.nspname || '.' || c.relname) ~ any(%(exclude)s::text[]))
@@ -810,7 +813,6 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
         state=state, exclusive=exclusive, problems=problems, missing_schemas=missing_schemas,
         subscriptions=subscriptions, pending=pending, new_set_id=max([0] + list(snap.sets)) + 1)
     return plan, before, after, {"origin": origin}
-
 
 
 def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schemas=None,
