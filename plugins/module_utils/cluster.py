@@ -163,6 +163,18 @@ class Cluster:
         self.connection(node, check_identity=False)
         return self.node_state[node]
 
+    def initialized_nodes(self):
+        """Admin nodes whose database is an initialised node of the cluster, skipping the
+        ones that cannot be reached (nothing can be read or waited for there)."""
+        nodes = []
+        for node in self.nodes():
+            try:
+                if self.state(node)[0] == NODE_INITIALIZED:
+                    nodes.append(node)
+            except SlonyError:
+                continue
+        return nodes
+
     def require_initialized(self, node):
         state, dummy = self.state(node)
         if state != NODE_INITIALIZED:

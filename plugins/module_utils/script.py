@@ -613,15 +613,6 @@ def validate_on_node(cluster, node, statements):
 
 # -- planning against the cluster ---------------------------------------------------------------
 
-def _reachable_initialized(cluster):
-    nodes = []
-    for node in cluster.nodes():
-        try:
-            if cluster.state(node)[0] == NODE_INITIALIZED:
-                nodes.append(node)
-        except SlonyError:
-            continue
-    return nodes
 
 
 _NODE_SETTINGS = ("select {}.getModuleVersion(), "
@@ -642,7 +633,7 @@ def plan_script(cluster, script, event_node=None, only_on=None, key=None, valida
     if not isinstance(script, str):
         raise SlonyError("the script must be text")
 
-    reachable = _reachable_initialized(cluster)
+    reachable = cluster.initialized_nodes()
     if not reachable:
         raise SlonyError("no node of admin_conninfo is a reachable, initialised node of "
                          "cluster %s" % cluster.name)

@@ -8,7 +8,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from .catalog import read_snapshot
-from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .plan import EXEC, Plan, call, wait
 
@@ -29,18 +28,9 @@ def set_view(entry):
 def caught_up_waits(cluster, target, exclude=()):
     """slonik's "config caught up": ``target`` has confirmed every other node's last
     configuration event before it acts on the configuration it sees."""
-    steps = []
-    for other in cluster.nodes():
-        if other == target or other in exclude:
-            continue
-        try:
-            state = cluster.state(other)[0]
-        except SlonyError:
-            continue  # unreachable nodes cannot have pending events we could wait for
-        if state == NODE_INITIALIZED:
-            steps.append(wait(other, "wait until node %d has confirmed the last configuration "
-                                     "event of node %d" % (target, other), confirmers=[target]))
-    return steps
+    return [wait(other, "wait until node %d has confirmed the last configuration event of "
+                        "node %d" % (target, other), confirmers=[target])
+            for other in cluster.initialized_nodes() if other != target and other not in exclude]
 
 
 def plan_set(cluster, set_id, origin, comment=None, state="present"):
@@ -80,12 +70,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
         # Slony has no event for a comment change; storeSet_int updates the row
         # where it runs, so it runs on every node we can reach that knows the set.
         after["comment"] = comment
-        for node in cluster.nodes():
-            try:
-                if cluster.state(node)[0] != NODE_INITIALIZED:
-                    continue
-            except SlonyError:
-                continue
+        for node in cluster.initialized_nodes():
             if node != origin and set_id not in read_snapshot(cluster, node).sets:
                 continue
             plan.add(call(ns, node, "storeSet_int", (set_id, origin, comment),

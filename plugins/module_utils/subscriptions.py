@@ -15,7 +15,6 @@ except ImportError:  # pragma: no cover
     sql = None
 
 from .catalog import PENDING_CONNINFO, read_snapshot
-from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .events import POLL_INTERVAL, slon_state
 from .plan import EXEC, WAIT, Plan, Step, call, wait
@@ -29,12 +28,7 @@ def _yn(flag):
 def find_set_origin(cluster, set_id):
     """(origin, snapshot of the origin) for ``set_id``, looked up through the admin nodes."""
     seen_on = None
-    for node in cluster.nodes():
-        try:
-            if cluster.state(node)[0] != NODE_INITIALIZED:
-                continue
-        except SlonyError:
-            continue
+    for node in cluster.initialized_nodes():
         snap = read_snapshot(cluster, node)
         if set_id in snap.sets:
             origin = snap.sets[set_id].origin

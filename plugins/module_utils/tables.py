@@ -33,7 +33,6 @@ except ImportError:  # pragma: no cover
     sql = None
 
 from .catalog import Subscription, read_snapshot
-from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .names import split_qualified_name
 from .events import POLL_INTERVAL, slon_state
@@ -589,15 +588,6 @@ def merge_ready_wait(origin, set_id, temp_id):
 
 # -- catalog reads -----------------------------------------------------------------------
 
-def _reachable_initialized(cluster):
-    nodes = []
-    for node in cluster.nodes():
-        try:
-            if cluster.state(node)[0] == NODE_INITIALIZED:
-                nodes.append(node)
-        except SlonyError:
-            continue  # unreachable: nothing we could read there
-    return nodes
 
 
 def locate_set(cluster, set_id, origin=None):
@@ -614,7 +604,7 @@ def locate_set(cluster, set_id, origin=None):
         return snaps[node]
 
     def find_elsewhere(skip):
-        for node in _reachable_initialized(cluster):
+        for node in cluster.initialized_nodes():
             if node == skip:
                 continue
             found = snapshot(node).sets.get(set_id)
@@ -773,7 +763,7 @@ def read_id_usage(cluster, kind, origin, snaps, explicit_ids):
     query = sql.SQL(_ID_USAGE_QUERY).format(
         ns=cluster.ns, catalog=sql.Identifier(kind.catalog_table), id=kind.column("id"),
         set=kind.column("set"), nsp=kind.column("nspname"), rel=kind.column("relname"))
-    for node in sorted(set(_reachable_initialized(cluster)) | set([origin])):
+    for node in sorted(set(cluster.initialized_nodes()) | set([origin])):
         if node in snaps:
             rows = list(getattr(snaps[node], kind.snapshot_attr).values())
             max_id = max([max_id] + [r.id for r in rows])

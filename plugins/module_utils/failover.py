@@ -1,0 +1,741 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""FAILOVER: promote a backup node for a failed node, the way slonik 2.2 does it.
+
+The steps and their order are slonik's (``slonik_failed_node``, reference §2.24):
+
+1. validation on the backup node: every subscriber fed by the failed node has a path
+   to the backup; the backup is a forwarding subscriber of every set of the failed node;
+2. candidates: every surviving node, flagged as a failover candidate when
+   ``sl_failover_targets`` lists it for the failed node's sets;
+3. on every surviving node, in one transaction each: note the backend of its slon in
+   ``sl_nodelock``, ``preFailover(failed, is_candidate)``, commit (paths from the failed
+   node are blanked and the slon restarts);
+4. wait until every slon that was running has registered again (a new backend pid);
+5. the failover candidate holding the most events of the failed node (the backup on a
+   tie; the backup when there is no candidate) becomes the temporary backup T:
+   ``failedNode2(failed, T, seqno, [failed])`` on T creates FAILOVER_NODE; wait until
+   every active surviving node has confirmed it; ``failedNode3`` on T;
+6. when T is not the requested backup: LOCK SET on T, MOVE SET to the backup and wait
+   until the backup has confirmed, set by set.
+
+What slonik does not do and this module adds: every wait is bounded (slonik's waits
+never end) and names the nodes that are behind and the state of their slon; nothing
+is changed when a surviving node cannot be reached or its slon is not running (the
+failover could not complete); the failed node is probed first and a failover of a
+node whose database answers is refused unless forced; a run after a completed
+failover changes nothing, and a run after an interrupted one resumes where it stopped.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    psycopg2 = sql = None
+
+from .catalog import PENDING_CONNINFO, read_snapshot
+from .conninfo import parse_conninfo, redact_conninfo
+from .errors import SlonyError
+from .events import (DEFAULT_TIMEOUT, POLL_INTERVAL, Event, slon_state, submit_event,
+                     wait_for_event)
+from .plan import CALLBACK, WAIT, Plan, Step, execute_plan, function_call
+
+# -- pure logic (unit tested) ---------------------------------------------------------
+
+
+def survivors_and_candidates(rows):
+    """(surviving nodes, failover candidates) from slonik's candidate query rows.
+
+    ``rows`` are ``(no_id, backup_id, no_failed)``: every node of the cluster but the
+    failed one, left-joined with ``sl_failover_targets`` for the failed node's sets.
+    ``backup_id`` is not null for a node that can take over the failed node's sets.
+    Nodes that failed earlier (``no_failed``) and were never dropped are not survivors:
+    they can neither be prepared nor confirm anything (slonik would ask for their
+    admin conninfo and fail).
+    """
+    survivors = set()
+    candidates = set()
+    for no_id, backup_id, no_failed in rows:
+        if no_failed:
+            continue
+        survivors.add(no_id)
+        if backup_id is not None:
+            candidates.add(no_id)
+    return sorted(survivors), sorted(candidates)
+
+
+def choose_temporary_backup(backup, seqnos, candidates):
+    """slonik's choice of the node that is promoted first: (node, seqno).
+
+    ``seqnos`` maps every surviving node to the highest event seqno of the failed node
+    it holds (None when it holds none). The failover candidate with the highest value
+    wins; among equal values the lowest node id (slonik walks the nodes in id order and
+    only a strictly higher value replaces the current choice). The requested backup
+    is preferred when it holds as many events as the winner, even if it is not a
+    candidate itself. Without any candidate holding events, the backup is used.
+    The seqno returned is the winner's: the point up to which every node must have
+    applied the failed node's events.
+    """
+    best, best_seqno = None, 0
+    for node in sorted(seqnos):
+        seqno = seqnos[node] or 0
+        if node in candidates and seqno > best_seqno:
+            best, best_seqno = node, seqno
+    backup_seqno = seqnos.get(backup) or 0
+    if best is None:
+        return backup, backup_seqno
+    if best != backup and best_seqno == backup_seqno:
+        return backup, best_seqno
+    return best, best_seqno
+
+
+def validation_errors(failed, backup, orphans, not_forwarded):
+    """slonik's validation messages for the rows of its two checks on the backup."""
+    errors = ["node %d is fed by node %d but has no path to the backup node %d (store the "
+              "path from server %d to client %d first, or fail node %d over as well)"
+              % (receiver, failed, backup, backup, receiver, receiver)
+              for receiver in sorted(set(orphans))]
+    errors.extend("node %d is not a forwarding subscriber of set %d of node %d (subscribe it "
+                  "with forward: true, or choose another backup node)" % (backup, set_id, failed)
+                  for set_id in sorted(set(not_forwarded)))
+    return errors
+
+
+def failover_complete_on(snapshot, failed):
+    """True when ``snapshot``'s node has finished the failover of ``failed``: the node is
+    gone, or it is failed and inactive and no set originates on it any more."""
+    entry = snapshot.nodes.get(failed)
+    if entry is None:
+        return True
+    return bool(entry.failed and not entry.active
+                and not any(s.origin == failed for s in snapshot.sets.values()))
+
+
+# Messages of a server that answered but does not serve queries (yet): the node is down
+# for the application, it counts as unreachable.
+_NOT_SERVING = ("starting up", "shutting down", "in recovery", "not yet accepting",
+                "not accepting connections", "too many clients")
+
+
+def server_answered(message):
+    """Whether a failed connection attempt still reached a live PostgreSQL server.
+
+    libpq prefixes what the server sends with ``FATAL:``; a refused or timed-out
+    connection, or an unknown host, has no server message. A server that answers with
+    an authentication error is alive: failing its node over would split the cluster.
+    """
+    text = (message or "").lower()
+    if "fatal:" not in text:
+        return False
+    return not any(marker in text for marker in _NOT_SERVING)
+
+
+# -- SQL (slonik's queries, with bind parameters) -------------------------------------
+
+_ORPHANS = """
+select sub_receiver from {ns}.sl_subscribe
+  left join {ns}.sl_path on (pa_server = %(backup)s and pa_client = sub_receiver)
+ where sub_receiver <> all(%(failed_list)s::int4[]) and sub_provider = %(failed)s
+   and sub_receiver <> %(backup)s and pa_client is null
+"""
+
+_NOT_FORWARDED = """
+select s.set_id from {ns}.sl_set s
+  left join {ns}.sl_subscribe sub
+         on (s.set_id = sub.sub_set and sub.sub_receiver = %(backup)s and sub.sub_forward = true)
+ where sub.sub_set is null and s.set_origin = %(failed)s
+ order by 1
+"""
+
+_CANDIDATES = """
+select distinct no_id, backup_id, no_failed
+  from {ns}.sl_node
+  left join {ns}.sl_failover_targets
+         on (sl_node.no_id = sl_failover_targets.backup_id and set_origin = %(failed)s)
+ where no_id <> all(%(failed_list)s::int4[])
+   and (backup_id <> all(%(failed_list)s::int4[]) or backup_id is null)
+ order by no_id
+"""
+
+_SETS_TO_MOVE = """
+select s.set_id, count(s.set_id)
+  from {ns}.sl_set s, {ns}.sl_subscribe sub
+ where s.set_id = sub.sub_set and s.set_origin = %(failed)s and sub.sub_active
+ group by s.set_id order by s.set_id
+"""
+
+_SLON_BACKEND = """
+select nl_backendpid from {ns}.sl_nodelock
+ where nl_nodeid = {ns}.getLocalNodeId(%s)
+   and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid)
+"""
+
+_SLON_RESTARTED = """
+select nl_backendpid from {ns}.sl_nodelock
+ where nl_backendpid <> %s and nl_nodeid = {ns}.getLocalNodeId(%s)
+"""
+
+_MAX_SEQNO = "select max(ev_seqno) from {ns}.sl_event where ev_origin = %s"
+
+# failedNode2 ran here: the FAILOVER_NODE event this node created for the failed node.
+_OWN_FAILOVER_EVENT = """
+select ev_origin, ev_seqno, ev_data2 from {ns}.sl_event
+ where ev_type = 'FAILOVER_NODE' and ev_data1 = %s
+   and ev_origin = {ns}.getLocalNodeId(%s)
+ order by ev_seqno desc limit 1
+"""
+
+
+def _fetch(cluster, node, query, params=None):
+    return cluster.fetch(node, sql.SQL(query).format(ns=cluster.ns), params)
+
+
+# -- probing the failed node ----------------------------------------------------------
+
+def probe_failed_node(cluster, failed, backup_snapshot, connect=None):
+    """(reachable, [what each attempt found]) for the failed node's database.
+
+    Tries the failed node's admin conninfo (when given) and the conninfos the other
+    nodes use to reach it (``sl_path`` rows with the failed node as server), each once.
+    """
+    connect = connect or _try_connect
+    conninfos = []
+    if cluster.has_node(failed):
+        conninfos.append(("admin_conninfo", cluster.admin_conninfo[failed]))
+    for path in sorted(backup_snapshot.paths.values()):
+        if path.server == failed and path.conninfo != PENDING_CONNINFO:
+            if all(path.conninfo != c for dummy, c in conninfos):
+                conninfos.append(("path to node %d" % path.client, path.conninfo))
+    findings = []
+    reachable = False
+    for what, conninfo in conninfos:
+        cluster.redactor.add_conninfo(conninfo)
+        shown = cluster.redactor.text(redact_conninfo(conninfo))
+        ok, message = connect(conninfo, cluster.connect_timeout)
+        message = cluster.redactor.text(message)
+        if ok:
+            findings.append("%s (%s): the database answers" % (what, shown))
+            reachable = True
+        elif server_answered(message):
+            findings.append("%s (%s): the server answers (%s)" % (what, shown, message))
+            reachable = True
+        else:
+            findings.append("%s (%s): unreachable (%s)" % (what, shown, message))
+    return reachable, findings
+
+
+def _try_connect(conninfo, timeout):
+    try:
+        params = parse_conninfo(conninfo)
+    except SlonyError as exc:
+        return False, exc.message
+    params.setdefault("connect_timeout", str(timeout))
+    params["application_name"] = "dany.slony failover probe"
+    try:
+        conn = psycopg2.connect(**params)
+    except psycopg2.Error as exc:
+        return False, " ".join(str(exc).split())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select 1")
+        return True, "ok"
+    except psycopg2.Error as exc:
+        return False, " ".join(str(exc).split())
+    finally:
+        conn.close()
+
+
+# -- the run ------------------------------------------------------------------------
+
+def _yes_no(flag):
+    return "yes" if flag else "no"
+
+
+class FailoverRun:
+    """What the steps of one failover share while they run (and report afterwards)."""
+
+    def __init__(self, cluster, failed, backup, survivors, candidates, sets_to_move,
+                 timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None):
+        self.cluster = cluster
+        self.failed = failed
+        self.backup = backup
+        self.survivors = list(survivors)
+        self.candidates = set(candidates)
+        self.sets_to_move = list(sets_to_move)
+        self.timeout = timeout
+        self.wait_enabled = wait_enabled
+        self.report = report if report is not None else {}
+        self.slon_pids = {}
+        self.temporary_backup = None
+        self.seqno = None
+        self.event = None
+
+    # -- helpers -------------------------------------------------------------------
+    def _transaction(self, node, statements, doing):
+        """Run ``[(query, params)]`` on ``node`` in one transaction, lock waits bounded.
+
+        Returns the rows of the last statement that returned some; logs the statements.
+        """
+        cluster = self.cluster
+        conn = cluster.connection(node)
+        texts = []
+        rows = None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
+                            ("%ds" % max(1, int(self.timeout)),))
+                for query, params in statements:
+                    texts.append(cur.mogrify(query, params).decode("utf-8"))
+                    cur.execute(query, params)
+                    if cur.description is not None:
+                        rows = cur.fetchall()
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise cluster.error(node, exc, doing=doing)
+        cluster.log(node, "; ".join(texts))
+        return rows
+
+    def _deadline_passed(self, deadline):
+        return time.monotonic() >= deadline
+
+    def _resume_hint(self):
+        return ("; nothing is lost: fix the cause and run the same failover again, it "
+                "resumes where it stopped")
+
+    # -- step 3: preFailover on every surviving node ---------------------------------
+    def pre_failover_step(self, node):
+        ns = self.cluster.ns
+        candidate = node in self.candidates
+        query = function_call(ns, "preFailover", (self.failed, candidate))
+
+        def run(cluster, step, share_dir):
+            del share_dir
+            # slonik reads the slon's backend under sl_config_lock and calls preFailover
+            # in the same transaction: the slon cannot re-register in between.
+            conn = cluster.connection(step.node)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
+                                ("%ds" % max(1, int(self.timeout)),))
+                    cur.execute(sql.SQL("lock table {}.sl_config_lock").format(ns))
+                    cur.execute(sql.SQL(_SLON_BACKEND).format(ns=ns), (cluster.namespace,))
+                    row = cur.fetchone()
+                    text = cur.mogrify(step.query, step.params).decode("utf-8")
+                    cur.execute(step.query, step.params)
+                conn.commit()
+            except psycopg2.Error as exc:
+                conn.rollback()
+                raise cluster.error(step.node, exc, doing="preFailover(%d, %s) on node %d" % (
+                    self.failed, "true" if candidate else "false", step.node))
+            cluster.log(step.node, "lock table %s.sl_config_lock; %s" % (
+                cluster.quoted_namespace(step.node), text))
+            self.slon_pids[step.node] = row[0] if row else None
+            return []
+
+        return Step(CALLBACK, node,
+                    "prepare node %d for the failover of node %d (preFailover, failover "
+                    "candidate: %s): blank its paths from node %d and restart its slon"
+                    % (node, self.failed, _yes_no(candidate), self.failed),
+                    query=query, params=(self.failed, candidate), function="preFailover",
+                    args=(self.failed, candidate), run=run)
+
+    # -- step 4: the slons restart ---------------------------------------------------
+    def wait_for_restarts(self):
+        cluster = self.cluster
+        pending = dict((node, pid) for node, pid in self.slon_pids.items() if pid is not None)
+        deadline = time.monotonic() + self.timeout
+        while pending:
+            for node in sorted(pending):
+                rows = cluster.fetch(node, sql.SQL(_SLON_RESTARTED).format(ns=cluster.ns),
+                                     (pending[node], cluster.namespace))
+                if rows:
+                    del pending[node]
+            if not pending:
+                break
+            if self._deadline_passed(deadline):
+                behind = ", ".join(
+                    "node %d (no new slon registration since backend %d; slon %s)"
+                    % (node, pid, slon_state(cluster, node)) for node, pid in sorted(pending.items()))
+                raise SlonyError(
+                    "timed out after %ss waiting for the slon daemons to restart after "
+                    "preFailover: %s. preFailover has run on node(s) %s (their paths from node "
+                    "%d are blanked); node %d is not failed over yet. slon restarts its worker 20 s "
+                    "after the request; a slon that is running but never restarts is hung: "
+                    "restart it%s" % (
+                        self.timeout, behind, ", ".join(map(str, self.survivors)), self.failed,
+                        self.failed, self._resume_hint()),
+                    node=sorted(pending)[0], queries=cluster.queries)
+            time.sleep(POLL_INTERVAL)
+
+    # -- step 5: promote the most-ahead candidate ------------------------------------
+    def seqnos(self):
+        return dict((node, _fetch(self.cluster, node, _MAX_SEQNO, (self.failed,))[0][0])
+                    for node in self.survivors)
+
+    def promote(self, cluster, step, share_dir):
+        del step, share_dir
+        self.wait_for_restarts()
+        seqnos = self.seqnos()
+        target, seqno = choose_temporary_backup(self.backup, seqnos, self.candidates)
+        if not seqno:
+            raise SlonyError("no surviving node holds any event of node %d, so there is no "
+                             "point to fail over from" % self.failed, node=target,
+                             queries=cluster.queries)
+        self.report["failed_node_events"] = [
+            {"node": node, "max_seqno": seqnos[node]} for node in sorted(seqnos)]
+        self.temporary_backup = target
+        self.seqno = seqno
+        self.report["temporary_backup"] = target
+        query = function_call(cluster.ns, "failedNode2",
+                              (self.failed, target, seqno, [self.failed]))
+        events = submit_event(cluster, target, query, (self.failed, target, seqno, [self.failed]))
+        failover = [e for e in events if e.type == "FAILOVER_NODE"]
+        if not failover:
+            raise SlonyError("failedNode2 on node %d created no FAILOVER_NODE event"
+                             % target, node=target, queries=cluster.queries)
+        self.event = failover[-1]
+        return events
+
+    # -- step 5 (end): every surviving node confirms, then failedNode3 ------------------
+    def confirmers(self, target):
+        snap = read_snapshot(self.cluster, target)
+        return sorted(n.id for n in snap.nodes.values()
+                      if n.active and n.id != target and n.id != self.failed)
+
+    def wait_failover_confirmed(self):
+        target = self.temporary_backup
+        try:
+            wait_for_event(self.cluster, self.event, self.confirmers(target),
+                           timeout=self.timeout, wait_on=target)
+        except SlonyError as exc:
+            raise SlonyError(
+                "%s. A node confirms FAILOVER_NODE once its slon has applied node %d's "
+                "events up to %s from node %d (it retries every 10 s); the confirmations "
+                "reach node %d through its own slon (%s)%s" % (
+                    exc.message, self.failed, self.seqno, target, target,
+                    slon_state(self.cluster, target), self._resume_hint()),
+                node=exc.node, queries=self.cluster.queries)
+
+    def finish(self, cluster, step, share_dir):
+        del step, share_dir
+        self.wait_failover_confirmed()
+        target = self.temporary_backup
+        query = function_call(cluster.ns, "failedNode3", (self.failed, target, self.seqno))
+        return submit_event(cluster, target, query, (self.failed, target, self.seqno))
+
+    def wait_confirmed_only(self, cluster, step, timeout):
+        del cluster, step, timeout
+        self.wait_failover_confirmed()
+
+    # -- step 6: move the sets from the temporary backup to the backup -----------------
+    def move_sets(self, cluster, step, share_dir):
+        del step, share_dir
+        target = self.temporary_backup
+        if target is None or target == self.backup:
+            return []
+        ns = cluster.ns
+        events = []
+        sets = read_snapshot(cluster, target).sets
+        for set_id in self.sets_to_move:
+            entry = sets.get(set_id)
+            if entry is None or entry.origin != target:
+                continue  # not the promoted node's (any more): nothing to move
+            if entry.locked is None:
+                rows = self._transaction(target, [
+                    (sql.SQL("lock table {}.sl_config_lock").format(ns), None),
+                    (function_call(ns, "lockSet", (set_id,)), (set_id,)),
+                    (sql.SQL("select pg_catalog.txid_snapshot_xmax("
+                             "pg_catalog.txid_current_snapshot())"), None),
+                ], doing="LOCK SET (id = %d, origin = %d)" % (set_id, target))
+                xmax = rows[0][0]
+                self._wait_lock_set(target, set_id, xmax)
+            query = function_call(ns, "moveSet", (set_id, self.backup))
+            moved = submit_event(cluster, target, query, (set_id, self.backup))
+            events.extend(moved)
+            # FAILOVER is not finished until the backup node is the origin.
+            wait_for_event(cluster, moved[-1], [self.backup], timeout=self.timeout,
+                           wait_on=target)
+        return events
+
+    def _wait_lock_set(self, node, set_id, xmax):
+        deadline = time.monotonic() + self.timeout
+        query = sql.SQL("select pg_catalog.txid_snapshot_xmin("
+                        "pg_catalog.txid_current_snapshot()) >= %s")
+        while not self.cluster.fetch(node, query, (xmax,))[0][0]:
+            if self._deadline_passed(deadline):
+                raise SlonyError(
+                    "timed out after %ss waiting, after LOCK SET %d on node %d, for the "
+                    "transactions older than txid %s on node %d's server to finish; set %d "
+                    "stays locked on node %d until the failover is run again" % (
+                        self.timeout, set_id, node, xmax, node, set_id, node),
+                    node=node, queries=self.cluster.queries)
+            time.sleep(POLL_INTERVAL)
+
+    # -- DROP NODE --------------------------------------------------------------------
+    def drop_failed_node(self, cluster, step, share_dir):
+        del step
+        from .nodes import plan_node_absent  # DROP NODE as slony_node plans it
+        plan, dummy_before, dummy_after = plan_node_absent(cluster, self.failed,
+                                                           event_node=self.backup)
+        return execute_plan(cluster, plan, wait_enabled=self.wait_enabled,
+                            timeout=self.timeout, share_dir=share_dir)
+
+
+# -- planning -----------------------------------------------------------------------
+
+def _set_views(sets, origin=None):
+    return [{"id": s, "origin": origin if origin is not None else o} for s, o in sets]
+
+
+def _view(failed, backup, state, sets):
+    return {"failed_node": failed, "backup_node": backup, "state": state, "sets": sets}
+
+
+def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
+                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
+                  probe=probe_failed_node):
+    """Plan the failover of ``failed`` to ``backup``. Returns (plan, before, after, extra).
+
+    ``slon_wait``: seconds to wait for the slon of a surviving node that is not running
+    (restarting) before refusing; 0 (check mode) does not wait.
+    ``extra`` is filled in while the plan runs (the node actually promoted first).
+    """
+    if failed == backup:
+        raise SlonyError("failed_node and backup_node are both node %d" % failed, node=failed)
+    cluster.require_node(backup, "the failover (it is the backup node)")
+    ns = cluster.ns
+    bsnap = read_snapshot(cluster, backup)
+    if backup not in bsnap.nodes:
+        raise SlonyError("node %d does not know itself as a node of cluster %s"
+                         % (backup, cluster.name), node=backup)
+    if bsnap.nodes[backup].failed:
+        raise SlonyError("the backup node %d is itself a failed node" % backup, node=backup)
+    fentry = bsnap.nodes.get(failed)
+    params = {"failed": failed, "backup": backup, "failed_list": [failed]}
+    rows = _fetch(cluster, backup, _CANDIDATES, params)
+    survivors, candidates = survivors_and_candidates(rows)
+    missing = [n for n in survivors if not cluster.has_node(n)]
+    if missing:
+        raise SlonyError(
+            "admin_conninfo has no entry for surviving node(s) %s; a failover must reach "
+            "every surviving node of cluster %s (nodes %s)" % (
+                ", ".join(map(str, missing)), cluster.name, ", ".join(map(str, survivors))),
+            node=missing[0])
+    snaps = {backup: bsnap}
+    for node in survivors:
+        if node not in snaps:
+            snaps[node] = read_snapshot(cluster, node)
+    extra = {"surviving_nodes": survivors, "candidates": candidates,
+             "temporary_backup": None, "failed_node_reachable": None,
+             "failed_node_probe": []}
+
+    # Sets of the failed node, as long as one survivor has not failed them over yet.
+    sets_of_failed = {}
+    for node in sorted(snaps):
+        for entry in snaps[node].sets.values():
+            if entry.origin == failed:
+                sets_of_failed[entry.id] = failed
+    sets_of_failed = sorted(sets_of_failed.items())
+
+    state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
+    before = _view(failed, backup, state, _set_views(sets_of_failed))
+    after = _view(failed, backup, "absent" if drop_failed or state == "absent" else "failed",
+                  _set_views(sets_of_failed, origin=backup))
+    plan = Plan()
+    incomplete = sorted(n for n in snaps if not failover_complete_on(snaps[n], failed))
+    still_known = sorted(n for n in snaps if failed in snaps[n].nodes)
+
+    if not incomplete:
+        # The failover is done everywhere.
+        if fentry is None:
+            if still_known:
+                plan.add(Step(WAIT, backup, "wait until node(s) %s have processed the DROP NODE "
+                              "of node %d" % (", ".join(map(str, still_known)), failed),
+                              confirmers=still_known))
+            return plan, before, after, extra
+        if drop_failed:
+            from .nodes import plan_node_absent
+            dropped, dummy_before, dummy_after = plan_node_absent(cluster, failed,
+                                                                  event_node=backup)
+            plan.extend(dropped.steps)
+        return plan, before, after, extra
+
+    # Something is left to do: the failed node must really be lost, and the failover must
+    # be able to complete.
+    reachable, findings = probe(cluster, failed, bsnap)
+    extra["failed_node_reachable"] = reachable
+    extra["failed_node_probe"] = findings
+    if reachable and not force:
+        raise SlonyError(
+            "node %d is not failed: %s. Failing over a node that still runs splits the "
+            "cluster (its applications keep writing to the old origin); use "
+            "dany.slony.slony_switchover for a planned move, or force: true if node %d "
+            "is really lost" % (failed, "; ".join(f for f in findings if "answers" in f),
+                                failed), node=failed)
+    _check_slons(cluster, snaps, survivors, failed, slon_wait)
+
+    sets_rows = _fetch(cluster, backup, _SETS_TO_MOVE, params)
+    run = FailoverRun(cluster, failed, backup, survivors, candidates,
+                      [r[0] for r in sets_rows], timeout=timeout, wait_enabled=wait_enabled,
+                      report=extra)
+    slonik = "failover (id = %d, backup node = %d);" % (failed, backup)
+
+    resume = _find_promotion(cluster, snaps, failed)
+    if resume is not None:
+        target, event, seqno = resume
+        run.temporary_backup, run.event, run.seqno = target, event, seqno
+        extra["temporary_backup"] = target
+        if target != backup:
+            # The backup may have failed the sets over already: take them from any node
+            # that still shows them on the failed node.
+            run.sets_to_move = sorted(set(run.sets_to_move) | set(s for s, o in sets_of_failed))
+        if not failover_complete_on(snaps[target], failed):
+            plan.add(Step(CALLBACK, target,
+                          "resume the failover of node %d: node %d was promoted (FAILOVER_NODE "
+                          "%s up to event %s of node %d); wait until every surviving node has "
+                          "confirmed it, then finish on node %d (failedNode3)" % (
+                              failed, target, event.seqno, seqno, failed, target),
+                          slonik=slonik,
+                          query=function_call(ns, "failedNode3", (failed, target, seqno)),
+                          params=(failed, target, seqno), function="failedNode3",
+                          args=(failed, target, seqno), run=run.finish))
+        else:
+            plan.add(Step(WAIT, target, "wait until every surviving node has confirmed "
+                          "FAILOVER_NODE %s of node %d" % (event.seqno, target),
+                          run=run.wait_confirmed_only))
+    else:
+        _validate(cluster, failed, backup, params, sets_of_failed, candidates)
+        _check_candidates(snaps, candidates, failed)
+        seqnos = dict((node, _fetch(cluster, node, _MAX_SEQNO, (failed,))[0][0])
+                      for node in survivors)
+        extra["failed_node_events"] = [{"node": n, "max_seqno": seqnos[n]} for n in sorted(seqnos)]
+        expected, expected_seqno = choose_temporary_backup(backup, seqnos, candidates)
+        if not expected_seqno:
+            raise SlonyError("no surviving node holds any event of node %d, so there is no "
+                             "point to fail over from; nothing was changed" % failed,
+                             node=backup)
+        extra["temporary_backup"] = expected
+        for index, node in enumerate(survivors):
+            step = run.pre_failover_step(node)
+            if index == 0:
+                step.slonik = slonik
+            plan.add(step)
+        plan.add(Step(CALLBACK, expected,
+                      "wait until the slons of node(s) %s have restarted, then promote the "
+                      "failover candidate holding the most events of node %d (now node %d, up "
+                      "to event %s): failedNode2 creates FAILOVER_NODE" % (
+                          ", ".join(map(str, survivors)), failed, expected, expected_seqno),
+                      query=function_call(ns, "failedNode2",
+                                          (failed, expected, expected_seqno, [failed])),
+                      params=(failed, expected, expected_seqno, [failed]),
+                      function="failedNode2", args=(failed, expected, expected_seqno),
+                      run=run.promote))
+        plan.add(Step(CALLBACK, expected,
+                      "wait until every surviving node has confirmed FAILOVER_NODE, then "
+                      "finish on the promoted node (failedNode3: it becomes the origin of "
+                      "the sets of node %d)" % failed,
+                      query=function_call(ns, "failedNode3", (failed, expected, expected_seqno)),
+                      params=(failed, expected, expected_seqno), function="failedNode3",
+                      args=(failed, expected, expected_seqno), run=run.finish))
+
+    if run.sets_to_move:
+        shown = run.temporary_backup or extra["temporary_backup"]
+        plan.add(Step(CALLBACK, backup,
+                      "if the promoted node (now expected: node %s) is not node %d: LOCK SET, "
+                      "MOVE SET to node %d and wait until node %d confirms, for set(s) %s" % (
+                          shown, backup, backup, backup, ", ".join(map(str, run.sets_to_move))),
+                      query=function_call(ns, "moveSet", (run.sets_to_move[0], backup)),
+                      params=(run.sets_to_move[0], backup), function="moveSet",
+                      args=(run.sets_to_move[0], backup), run=run.move_sets))
+    if drop_failed:
+        plan.add(Step(CALLBACK, backup,
+                      "drop node %d from the cluster through node %d (DROP NODE) and wait "
+                      "until the other nodes have dropped it" % (failed, backup),
+                      slonik="drop node (id = %d, event node = %d);" % (failed, backup),
+                      query=function_call(ns, "dropNode", ([failed],)), params=([failed],),
+                      function="dropNode", args=([failed],), run=run.drop_failed_node))
+    return plan, before, after, extra
+
+
+def _check_slons(cluster, snaps, survivors, failed, slon_wait=0):
+    """Every active surviving node needs a running slon, or the failover cannot finish.
+
+    A slon that is restarting (slon waits 20 s before it restarts its worker, for
+    instance after the preFailover of an interrupted run) is waited for, at most
+    ``slon_wait`` seconds.
+    """
+    down = []
+    for node in survivors:
+        entry = snaps[node].nodes.get(node)
+        if entry is not None and entry.active and not snaps[node].slon_running:
+            down.append(node)
+    deadline = time.monotonic() + slon_wait
+    while down and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL * 5)
+        down = [node for node in down if slon_state(cluster, node) != "running"]
+    if down:
+        raise SlonyError(
+            "the slon daemon of surviving node(s) %s is not running%s; the failover of node %d "
+            "needs every surviving node's slon (each one must process FAILOVER_NODE). Start "
+            "it (role dany.slony.slon) and run the failover again; nothing was changed" % (
+                ", ".join(map(str, down)),
+                " (waited %ss for it to come back)" % slon_wait if slon_wait else "", failed),
+            node=down[0], queries=cluster.queries)
+
+
+def _validate(cluster, failed, backup, params, sets_of_failed, candidates):
+    orphans = [r[0] for r in _fetch(cluster, backup, _ORPHANS, params)]
+    not_forwarded = [r[0] for r in _fetch(cluster, backup, _NOT_FORWARDED, params)]
+    errors = validation_errors(failed, backup, orphans, not_forwarded)
+    if not candidates and sets_of_failed:
+        errors.append("no surviving node is a failover candidate for node %d (a direct, "
+                      "forwarding subscriber of every set of node %d)" % (failed, failed))
+    if errors:
+        raise SlonyError("cannot fail node %d over to node %d: %s; nothing was changed" % (
+            failed, backup, "; ".join(errors)), node=backup)
+
+
+def _check_candidates(snaps, candidates, failed):
+    """preFailover's checks on each candidate, done before anything is changed."""
+    errors = []
+    for node in candidates:
+        snap = snaps[node]
+        for entry in sorted(snap.sets.values()):
+            if entry.origin != failed:
+                continue
+            sub = snap.subscriptions.get((entry.id, node))
+            if sub is None:
+                errors.append("node %d is not subscribed to set %d" % (node, entry.id))
+            elif not sub.active:
+                errors.append("node %d's subscription to set %d is not active" % (node, entry.id))
+            elif not sub.forward and any(s.set == entry.id and s.receiver != node
+                                         for s in snap.subscriptions.values()):
+                errors.append("node %d is not a forwarder of set %d" % (node, entry.id))
+    if errors:
+        raise SlonyError("cannot fail node %d over: %s (as seen on the candidates' own "
+                         "catalogs); nothing was changed" % (failed, "; ".join(errors)))
+
+
+def _find_promotion(cluster, snaps, failed):
+    """(node, FAILOVER_NODE event, seqno) when failedNode2 already ran on a survivor."""
+    for node in sorted(snaps):
+        entry = snaps[node].nodes.get(failed)
+        if entry is None or not entry.failed:
+            continue
+        rows = _fetch(cluster, node, _OWN_FAILOVER_EVENT, (str(failed), cluster.namespace))
+        if rows:
+            origin, seqno, data2 = rows[0]
+            return node, Event(origin, seqno, "FAILOVER_NODE"), int(data2)
+    return None
+
+
+__all__ = ["plan_failover", "choose_temporary_backup", "survivors_and_candidates",
+           "validation_errors", "failover_complete_on", "server_answered", "FailoverRun"]
