@@ -167,6 +167,11 @@ def timeout_error(cluster, event, behind, timeout):
     for node, confirmed in behind:
         parts.append("node %d (confirmed up to %s; slon %s)" % (
             node, confirmed or "nothing", slon_state(cluster, node)))
+    origin_slon = slon_state(cluster, event.origin)
+    if origin_slon != "running":
+        # The waiting node learns of confirmations through its own slon.
+        parts.append("and node %d's own slon, which collects the confirmations, is %s"
+                     % (event.origin, origin_slon))
     return SlonyError(
         "timed out after %ss waiting for event %s (%s) of node %d to be confirmed by %s" % (
             timeout, event.seqno, event.type, event.origin, ", ".join(parts)),

@@ -614,7 +614,6 @@ def validate_on_node(cluster, node, statements):
 # -- planning against the cluster ---------------------------------------------------------------
 
 
-
 _NODE_SETTINGS = ("select {}.getModuleVersion(), "
                   "current_setting('standard_conforming_strings') = 'on'")
 

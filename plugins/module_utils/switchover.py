@@ -286,8 +286,8 @@ def locate_sets(cluster, to_node, set_id=None, from_node=None):
         candidates = [set_id]
         if set_id not in tsnap.sets:
             # to_node does not know the set: find a node that does.
-            for node in cluster.nodes():
-                if node != to_node and _initialized(cluster, node) and set_id in view(node).sets:
+            for node in cluster.initialized_nodes():
+                if node != to_node and set_id in view(node).sets:
                     break
 
     moves = []

@@ -589,7 +589,6 @@ def merge_ready_wait(origin, set_id, temp_id):
 # -- catalog reads -----------------------------------------------------------------------
 
 
-
 def locate_set(cluster, set_id, origin=None):
     """(origin, origin snapshot, {node: snapshot read}) for set ``set_id``.
 

@@ -91,7 +91,7 @@ def test_waits_until_confirmed_polling_at_the_default_interval():
 
 
 def test_timeout_names_every_lagging_node_and_its_slon():
-    cluster = FakeCluster([[(2, 5000000009), (3, 0)]], slon={2: True, 3: False})
+    cluster = FakeCluster([[(2, 5000000009), (3, 0)]], slon={1: True, 2: True, 3: False})
     clock = FakeClock()
     with pytest.raises(SlonyError) as info:
         wait_for_event(cluster, EVENT, timeout=2, clock=clock.clock, sleep=clock.sleep)
@@ -102,13 +102,13 @@ def test_timeout_names_every_lagging_node_and_its_slon():
         "node 3 (confirmed up to nothing; slon not running)")
     assert error.node == 2
     assert error.queries == cluster.queries
-    # Each lagging node's slon is looked up on that node.
-    assert [node for node, dummy in cluster.slon_checks] == [2, 3]
+    # Each lagging node's slon is looked up on that node, then the origin's own.
+    assert [node for node, dummy in cluster.slon_checks] == [2, 3, 1]
     assert all(params == ("_shop",) for dummy, params in cluster.slon_checks)
 
 
 def test_timeout_is_respected_with_short_polls():
-    cluster = FakeCluster([[(2, 1)]], slon={2: True})
+    cluster = FakeCluster([[(2, 1)]], slon={1: True, 2: True})
     clock = FakeClock()
     with pytest.raises(SlonyError):
         wait_for_event(cluster, EVENT, timeout=3, clock=clock.clock, sleep=clock.sleep)
@@ -120,7 +120,7 @@ def test_timeout_is_respected_with_short_polls():
 
 
 def test_zero_timeout_polls_once():
-    cluster = FakeCluster([[(3, 0)]], slon={3: False})
+    cluster = FakeCluster([[(3, 0)]], slon={1: True, 3: False})
     clock = FakeClock()
     with pytest.raises(SlonyError) as info:
         wait_for_event(cluster, EVENT, timeout=0, clock=clock.clock, sleep=clock.sleep)
@@ -139,7 +139,7 @@ def test_confirmed_just_before_the_deadline():
 
 def test_slon_state_unknown_node_and_unreachable_node():
     cluster = FakeCluster([[(4, 0), (3, 7)]],
-                          slon={3: SlonyError("cannot connect to node 3 (host=db3)")},
+                          slon={1: True, 3: SlonyError("cannot connect to node 3 (host=db3)")},
                           admin_nodes=(1, 2, 3))
     clock = FakeClock()
     with pytest.raises(SlonyError) as info:
@@ -150,6 +150,16 @@ def test_slon_state_unknown_node_and_unreachable_node():
     assert "node 3 (confirmed up to 7; slon unknown (cannot connect to node 3 (host=db3)))" \
         in message
     assert info.value.node == 4
+
+
+def test_timeout_says_when_the_origins_own_slon_is_down():
+    cluster = FakeCluster([[(2, 1)]], slon={1: False, 2: True})
+    clock = FakeClock()
+    with pytest.raises(SlonyError) as info:
+        wait_for_event(cluster, EVENT, timeout=0, clock=clock.clock, sleep=clock.sleep)
+    assert str(info.value).endswith(
+        "node 2 (confirmed up to 1; slon running), and node 1's own slon, which collects "
+        "the confirmations, is not running")
 
 
 def test_slon_state_direct():

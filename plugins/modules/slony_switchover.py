@@ -1,0 +1,184 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: slony_switchover
+short_description: Move the origin of Slony-I sets to another node (controlled switchover)
+version_added: 0.1.0
+description:
+  - Makes I(to_node) the origin of set I(set_id), or of every set whose origin is
+    I(from_node), while both nodes work (slonik C(LOCK SET), C(MOVE SET), C(WAIT FOR EVENT)).
+    For a failed origin use M(dany.slony.slony_failover) instead.
+  - "Before anything changes, the module checks, and reports every problem it finds in one
+    error: the slon daemon of every node runs; there are paths both ways between the old
+    and the new origin; I(to_node) subscribes to each set with forward and has finished
+    copying it; I(to_node) is not behind the old origin by more than I(max_lag_events) /
+    I(max_lag_seconds); no subscription to the set is in progress."
+  - A slon daemon that is not running is watched for up to 15 seconds (at most
+    I(wait_timeout)) before it counts as stopped, because slon restarts its worker on some
+    events, 10 seconds after it exited. Every switchover makes the slons of the nodes
+    other than the old and the new origin do that.
+  - Then it locks each set on the old origin (writes to its tables fail there from this
+    moment), waits until every transaction that was running at that moment has ended,
+    moves the sets, and with I(wait=true) waits until every node has confirmed the move,
+    I(to_node) is the origin in its own catalog, and every node has confirmed the
+    C(ACCEPT_SET) event I(to_node) creates when it takes over. Applications must write to
+    I(to_node) from then on.
+  - A set whose origin is I(to_node) already is left alone (C(changed=false)); a move that
+    an earlier run committed but the cluster has not finished processing is only waited for.
+  - A set left locked by an interrupted run is moved by the next run, which reuses the lock
+    (it does not lock again). If this module locked a set, or found it locked, and cannot
+    move it (the wait for older transactions times out, C(moveSet) fails), it unlocks the set
+    before failing, so that the old origin accepts writes again; the error says so.
+    A refused preflight changes nothing; its error says when a set is still locked.
+author:
+  - Dany Slony developers (@dany-slony)
+extends_documentation_fragment:
+  - dany.slony.common
+attributes:
+  check_mode:
+    support: full
+    description: Runs the preflight and returns the SQL and slonik it would run; locks and moves nothing.
+  diff_mode:
+    support: full
+    description: Shows the origin of each set before and after.
+  idempotent:
+    support: full
+    description: Once I(to_node) is the origin, a second run with the same arguments reports C(changed=false).
+options:
+  set_id:
+    description:
+      - The set to move. Its current origin is found in the catalogs.
+      - Exactly one of I(set_id) and I(from_node) is required.
+    type: int
+  from_node:
+    description:
+      - Move every set whose origin is this node (a whole-node switchover). The sets are
+        locked together, then moved one after the other, so the time during which writes
+        fail is about the same as for one set.
+    type: int
+  to_node:
+    description: The new origin. It must subscribe to the sets with forward.
+    type: int
+    required: true
+  max_lag_events:
+    description:
+      - Refuse when I(to_node) is more than this many events behind the old origin (from
+        C(sl_status) on the old origin). C(null) disables the check.
+      - The lag is what I(to_node) must apply before it can take over, and roughly how long
+        writes fail during the switchover.
+    type: int
+    default: 100
+  max_lag_seconds:
+    description:
+      - Refuse when the last event I(to_node) confirmed is older than this many seconds
+        (C(st_lag_time) of C(sl_status) on the old origin). C(null) disables the check.
+      - An idle origin creates a SYNC only every C(sync_interval_timeout) (10 s by default),
+        so keep this above that.
+    type: float
+    default: 60
+notes:
+  - The old origin is locked with C(lockSet), whose wait for older transactions looks at the
+    whole PostgreSQL instance of the old origin. A long transaction in any of its databases
+    delays the switchover (and I(wait_timeout) bounds that wait).
+  - Sequences that are not in a set are not moved; values of serial columns generated on the
+    new origin come from its own sequences.
+  - I(wait_timeout) bounds each wait separately (older transactions, confirmations).
+seealso:
+  - module: dany.slony.slony_subscription
+  - module: dany.slony.slony_sync
+'''
+
+EXAMPLES = r'''
+- name: Move set 1 to node 2
+  dany.slony.slony_switchover:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    set_id: 1
+    to_node: 2
+
+- name: Make node 2 the origin of everything node 1 originates, whatever the lag
+  dany.slony.slony_switchover:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    from_node: 1
+    to_node: 2
+    max_lag_events: null
+    max_lag_seconds: null
+    wait_timeout: 900
+'''
+
+RETURN = r'''
+sets:
+  description:
+    - What happened to each set considered. C(action) is C(move) (locked and moved),
+      C(resume) (found locked by an interrupted run, moved), C(in_flight) (moved by an
+      earlier run, waited for) or C(done) (already at I(to_node)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"id": 1, "old_origin": 1, "new_origin": 2, "action": "move", "move_event": null}]
+timings:
+  description:
+    - C(locked_seconds) is the time from the first lock to the last move (writes fail on the
+      old origin), C(confirmed_seconds) the time until every node confirmed the move (writes
+      fail everywhere until the new origin has processed it). Empty when nothing was moved.
+  returned: always
+  type: dict
+  sample: {"locked_seconds": 1.2, "confirmed_seconds": 0.8}
+before:
+  description: The origin of each set before the run.
+  returned: always
+  type: dict
+  sample: {"sets": [{"id": 1, "origin": 1, "locked": false}]}
+after:
+  description: The origin of each set after the run (in check mode, as it would be).
+  returned: always
+  type: dict
+  sample: {"sets": [{"id": 1, "origin": 2, "locked": false}]}
+queries:
+  description: Statements executed (in check mode, that would be), with their node.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 1, "sql": "select \"_shop\".lockset(1)"}]
+slonik:
+  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  returned: always
+  type: str
+  sample: "cluster name = shop;\nlock set (id = 1, origin = 1);\nmove set (id = 1, old origin = 1, new origin = 2);"
+events:
+  description: Slony events created (origin, seqno, type); a move creates a SYNC and a MOVE_SET.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"origin": 1, "seqno": 5000000101, "type": "SYNC"}, {"origin": 1, "seqno": 5000000102, "type": "MOVE_SET"}]
+'''
+
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.switchover import plan_switchover
+
+
+def main():
+    slony = SlonyModule(dict(
+        set_id=dict(type="int"),
+        from_node=dict(type="int"),
+        to_node=dict(type="int", required=True),
+        max_lag_events=dict(type="int", default=100),
+        max_lag_seconds=dict(type="float", default=60),
+    ), mutually_exclusive=[("set_id", "from_node")], required_one_of=[("set_id", "from_node")])
+    params = slony.params
+    slony.run(lambda cluster: plan_switchover(
+        cluster, params["to_node"], set_id=params["set_id"], from_node=params["from_node"],
+        max_lag_events=params["max_lag_events"], max_lag_seconds=params["max_lag_seconds"],
+        timeout=params["wait_timeout"]))
+
+
+if __name__ == "__main__":
+    main()
