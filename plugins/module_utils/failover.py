@@ -418,10 +418,8 @@ class FailoverRun:
         except SlonyError as exc:
             raise SlonyError(
                 "%s. A node confirms FAILOVER_NODE once its slon has applied node %d's "
-                "events up to %s from node %d (it retries every 10 s); the confirmations "
-                "reach node %d through its own slon (%s)%s" % (
-                    exc.message, self.failed, self.seqno, target, target,
-                    slon_state(self.cluster, target), self._resume_hint()),
+                "events up to %s from node %d (it retries every 10 s)%s" % (
+                    exc.message, self.failed, self.seqno, target, self._resume_hint()),
                 node=exc.node, queries=self.cluster.queries)
 
     def finish(self, cluster, step, share_dir):

@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: slony_failover
+short_description: Promote a backup node for a failed Slony-I node
+version_added: 0.1.0
+description:
+  - Fails a lost node over to a backup node the way slonik's C(FAILOVER) does in Slony-I 2.2,
+    step by step - validation on the backup node, C(preFailover) on every surviving node,
+    wait until their slon daemons have restarted, promotion of the failover candidate that
+    holds the most events of the failed node (C(failedNode2), event C(FAILOVER_NODE)), wait
+    until every surviving node has confirmed it, C(failedNode3) and, when the promoted node
+    is not I(backup_node), C(LOCK SET) and C(MOVE SET) to I(backup_node).
+  - Unlike slonik, every wait is bounded by I(wait_timeout) and a timeout names the nodes
+    that are behind and the state of their slon daemon.
+  - Nothing is changed when a surviving node has no entry in I(admin_conninfo), cannot be
+    reached, or has no running slon (a slon that is restarting is waited for, at most
+    I(wait_timeout) seconds), since the failover could not complete.
+  - The failed node is probed first (its I(admin_conninfo) entry if any, and the conninfos
+    of the paths other nodes use to reach it). When its database answers, the failover is
+    refused unless I(force=true).
+  - With I(drop_failed=true) the failed node is then dropped from the cluster through
+    I(backup_node) (slonik C(DROP NODE)), as M(dany.slony.slony_node) with C(state=absent)
+    does it. A failed node can never rejoin; it is rebuilt as a new node.
+  - A run after a completed failover changes nothing. A run after an interrupted one
+    resumes where it stopped - before the promotion it starts again (C(preFailover) is
+    harmless to repeat), after the promotion it waits for the confirmations and finishes.
+author:
+  - Dany Slony developers (@dany-slony)
+extends_documentation_fragment:
+  - dany.slony.common
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Validates, probes the failed node and returns the plan (SQL and slonik) with the
+        node expected to be promoted first; changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the failed node's state and the origin of its sets before and after.
+  idempotent:
+    support: full
+    description:
+      - A second run with the same arguments reports C(changed=false) - the sets of the
+        failed node originate on I(backup_node) and the node is failed (or dropped).
+options:
+  failed_node:
+    description:
+      - Id of the lost node. It may be listed in I(admin_conninfo) or not; it is only
+        connected to for the probe.
+    type: int
+    required: true
+  backup_node:
+    description:
+      - Id of the node that becomes the origin of the failed node's sets.
+      - It must be a forwarding subscriber of every set of I(failed_node), and every node
+        fed by I(failed_node) must have a path to it.
+    type: int
+    required: true
+  force:
+    description:
+      - Fail over even though the failed node's database answers.
+      - The applications must no longer write to the failed node; its writes after the
+        failover are lost and the cluster would otherwise be split.
+    type: bool
+    default: false
+  drop_failed:
+    description:
+      - Drop the failed node from the cluster after the failover (C(DROP NODE) through
+        I(backup_node)). Its database, when reachable, is uninstalled too.
+    type: bool
+    default: false
+notes:
+  - I(admin_conninfo) must list every surviving node of the cluster, and each of them needs a
+    running slon daemon that restarts when asked (slon does so by itself).
+  - I(wait=false) does not skip the waits the failover needs to be correct (slon restarts,
+    confirmation of C(FAILOVER_NODE), confirmation of C(MOVE SET) by the backup); it only
+    skips the wait for the other nodes to process C(DROP NODE).
+  - A node that was ahead of the promoted node for the failed node's sets drops its
+    subscriptions (Slony prints a warning in its slon log); the promoted node is chosen as
+    the one holding the most events of the failed node, so this only happens to nodes that
+    are not failover candidates.
+  - If a run is interrupted after a node other than I(backup_node) was promoted and every
+    surviving node has processed the failover, the sets stay on that node; move them with
+    a switchover.
+seealso:
+  - module: dany.slony.slony_node
+  - module: dany.slony.slony_subscription
+'''
+
+EXAMPLES = r'''
+- name: Node 1 is lost - make node 2 the origin of its sets and drop it
+  dany.slony.slony_failover:
+    cluster_name: shop
+    admin_conninfo:
+      2: "host=db2 dbname=shop user=slony"
+      3: "host=db3 dbname=shop user=slony"
+    failed_node: 1
+    backup_node: 2
+    drop_failed: true
+    wait_timeout: 600
+
+- name: Show what a failover would do (validation, probe, plan)
+  dany.slony.slony_failover:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    failed_node: 1
+    backup_node: 2
+  check_mode: true
+'''
+
+RETURN = r'''
+before:
+  description: The failed node's state (C(active), C(failed), C(absent)) and the origin of its sets.
+  returned: always
+  type: dict
+  sample: {"failed_node": 1, "backup_node": 2, "state": "active", "sets": [{"id": 1, "origin": 1}]}
+after:
+  description: The same after the run (in check mode, as it would be).
+  returned: always
+  type: dict
+  sample: {"failed_node": 1, "backup_node": 2, "state": "absent", "sets": [{"id": 1, "origin": 2}]}
+surviving_nodes:
+  description: Every node of the cluster except the failed node (and nodes that failed earlier).
+  returned: always
+  type: list
+  elements: int
+  sample: [2, 3]
+candidates:
+  description: Surviving nodes that can take over the failed node's sets (C(sl_failover_targets)).
+  returned: always
+  type: list
+  elements: int
+  sample: [2, 3]
+failed_node_events:
+  description:
+    - Per surviving node, the highest event seqno of the failed node it holds; the candidate
+      with the highest value is promoted first. In normal mode, as read after the slon restarts.
+  returned: when a failover is planned
+  type: list
+  elements: dict
+  sample: [{"node": 2, "max_seqno": 5000000123}, {"node": 3, "max_seqno": 5000000121}]
+temporary_backup:
+  description:
+    - The node promoted first (C(failedNode2)); when it is not I(backup_node), the sets are
+      moved on to I(backup_node). In check mode, the node that would be promoted now.
+  returned: always
+  type: int
+  sample: 2
+failed_node_reachable:
+  description: Whether the failed node's database answered the probe (null when no probe was needed).
+  returned: always
+  type: bool
+  sample: false
+failed_node_probe:
+  description: What each connection attempt to the failed node found (passwords redacted).
+  returned: always
+  type: list
+  elements: str
+  sample: ["admin_conninfo (host=db1 dbname=shop user=slony): unreachable (connection refused)"]
+queries:
+  description: Statements executed (in check mode, that would be), with their node.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 2, "sql": "lock table \"_shop\".sl_config_lock; select \"_shop\".prefailover(1, true)"}]
+slonik:
+  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  returned: always
+  type: str
+  sample: "cluster name = shop;\nfailover (id = 1, backup node = 2);\ndrop node (id = 1, event node = 2);"
+events:
+  description: Slony events created (origin, seqno, type).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"origin": 2, "seqno": 5000000051, "type": "FAILOVER_NODE"}, {"origin": 2, "seqno": 5000000052, "type": "DROP_NODE"}]
+'''
+
+from ansible_collections.dany.slony.plugins.module_utils.failover import plan_failover
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+
+
+def main():
+    slony = SlonyModule(dict(
+        failed_node=dict(type="int", required=True),
+        backup_node=dict(type="int", required=True),
+        force=dict(type="bool", default=False),
+        drop_failed=dict(type="bool", default=False),
+    ))
+    params = slony.params
+    slony.run(lambda cluster: plan_failover(
+        cluster, params["failed_node"], params["backup_node"], force=params["force"],
+        drop_failed=params["drop_failed"], timeout=params["wait_timeout"],
+        wait_enabled=params["wait"],
+        slon_wait=0 if slony.check_mode else params["wait_timeout"]))
+
+
+if __name__ == "__main__":
+    main()
