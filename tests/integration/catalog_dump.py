@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+# sl_listen is left out: each slon rebuilds it on its own (RebuildListenEntries) as events
+# arrive, so it may change between two dumps without anybody changing anything.
 CATALOG_QUERIES = {
     "sl_node": "select no_id, no_active, no_comment, no_failed from {ns}.sl_node order by 1",
     "sl_path": "select pa_server, pa_client, pa_conninfo, pa_connretry from {ns}.sl_path order by 1, 2",
-    "sl_listen": "select li_origin, li_provider, li_receiver from {ns}.sl_listen order by 1, 2, 3",
     "sl_set": "select set_id, set_origin, set_locked, set_comment from {ns}.sl_set order by 1",
     "sl_table": ("select tab_id, tab_set, tab_nspname, tab_relname, tab_idxname, tab_comment"
                  " from {ns}.sl_table order by 1"),
