@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo test bootstrap units integration sanity lint lab lab-down clean
+.PHONY: demo test bootstrap units integration sanity lint lab lab-down clean bench
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -32,7 +32,12 @@ lab: bootstrap
 	ansible-playbook playbooks/lab.yml
 
 lab-down: bootstrap
-	ansible-playbook playbooks/lab.yml -e lab_state=absent
+	ansible-playbook playbooks/demo_down.yml
 
 clean: lab-down
 	rm -rf .build
+
+# Side-by-side timing against slonik on a lab of its own (bench/README.md).
+# make bench BENCH_ARGS=--quick   for T=10,100 and one repetition.
+bench: bootstrap
+	python bench/run.py $(BENCH_ARGS)
