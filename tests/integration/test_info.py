@@ -194,7 +194,7 @@ def test_info_reports_a_live_cluster(fresh_db, slons):
     assert "password authentication failed" in errors[3]
     assert "cannot connect to node 4" in errors[4]
     assert "no schema _lab" in errors[5]
-    assert "which is node 2" in errors[6]
+    assert "reaches the database of node 2 of cluster lab, not node 6" in errors[6]
     for node in (3, 4, 5, 6):  # one warning per node
         assert f"[WARNING]: node {node} could not be read: " in partial.stderr
     assert [n["id"] for n in facts["nodes"] if n["reachable"]] == [1, 2]
