@@ -6,7 +6,7 @@
 #   lint        ansible-lint, production profile (.ansible-lint)
 #   sanity      ansible-test sanity (scripts/sanity.sh)
 #   integration pytest tests/integration (the lab: PostgreSQL + Slony + slon)
-#   molecule    molecule test --all (extensions/molecule scenarios)
+#   molecule    molecule test --all --workers 2 (extensions/molecule scenarios)
 #
 # Arguments select stages (./scripts/test.sh unit lint); none means all of them.
 # Stages with nothing to run yet (no integration tests, no molecule scenario) say so and
@@ -65,7 +65,17 @@ stage_molecule() {
     skipped+=(molecule)
     return 0
   fi
-  molecule test --all
+  # Collection mode (galaxy.yml here, scenarios in extensions/molecule). Scenario "default"
+  # creates the molecule lab (ports 54421.., /var/tmp/dany-slony-molecule) once and
+  # destroys it at the end, its slons first; the other scenarios each work in a database
+  # and a cluster of their own, so two of them run side by side. Ansible's output is only
+  # shown for a scenario that fails. The scenarios find the collection where
+  # scripts/bootstrap.sh links it (.build/collections).
+  if [ ! -e .build/collections/ansible_collections/dany/slony/galaxy.yml ]; then
+    echo "molecule: .build/collections/ansible_collections/dany/slony is missing: run ./scripts/bootstrap.sh" >&2
+    return 1
+  fi
+  molecule test --all --workers 2
 }
 
 for stage in "${stages[@]}"; do
