@@ -8,9 +8,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 try:
+    import psycopg2
     from psycopg2 import sql
 except ImportError:  # pragma: no cover
-    sql = None
+    psycopg2 = sql = None
 
 from .catalog import read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
@@ -294,33 +295,47 @@ def plan_node_absent(cluster, node, event_node=None):
     return plan, before, after
 
 
-def _uninstall_if_present(cluster, step, share_dir):
+def _uninstall_if_present(cluster, step, share_dir, attempts=30, pause=1.0):
+    """UNINSTALL NODE, unless the node's own slon has already done it.
+
+    A slon that processes DROP NODE for its own node uninstalls Slony itself, at the
+    same time as we may: whoever loses the race gets a deadlock or a lock timeout, and
+    simply looks again (bounded).
+    """
+    import time  # pylint: disable=import-outside-toplevel
     node = step.node
-    cluster.discard(node)
-    state = cluster.state(node)[0]
-    if state == NODE_NO_SCHEMA:
+    for attempt in range(attempts):
         cluster.discard(node)
-        return []
-    conn = cluster.connection(node, check_identity=False)
-    texts = []
-    try:
-        with conn.cursor() as cur:
-            if state == NODE_INITIALIZED:
-                query = sql.SQL("lock table {ns}.sl_event_lock, {ns}.sl_config_lock; "
-                                "select {ns}.uninstallNode()").format(ns=cluster.ns)
+        state = cluster.state(node)[0]
+        if state == NODE_NO_SCHEMA:
+            cluster.discard(node)
+            return []
+        conn = cluster.connection(node, check_identity=False)
+        texts = []
+        try:
+            with conn.cursor() as cur:
+                cur.execute("set local lock_timeout = '5s'")
+                if state == NODE_INITIALIZED:
+                    query = sql.SQL("lock table {ns}.sl_event_lock, {ns}.sl_config_lock; "
+                                    "select {ns}.uninstallNode()").format(ns=cluster.ns)
+                    texts.append(cur.mogrify(query).decode("utf-8"))
+                    cur.execute(query)
+                query = sql.SQL("drop schema {} cascade").format(cluster.ns)
                 texts.append(cur.mogrify(query).decode("utf-8"))
                 cur.execute(query)
-            query = sql.SQL("drop schema {} cascade").format(cluster.ns)
-            texts.append(cur.mogrify(query).decode("utf-8"))
-            cur.execute(query)
-        conn.commit()
-    except Exception as exc:
-        conn.rollback()
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            cluster.discard(node)
+            retry = exc.pgcode in ("40P01", "55P03", "3F000", "42P01", "42883")
+            if retry and attempt + 1 < attempts:
+                time.sleep(pause)  # the node's slon is uninstalling it: look again
+                continue
+            raise cluster.error(node, exc, doing="UNINSTALL NODE")
         cluster.discard(node)
-        raise cluster.error(node, exc, doing="UNINSTALL NODE")
-    cluster.discard(node)
-    for text in texts:
-        cluster.log(node, text)
+        for text in texts:
+            cluster.log(node, text)
+        return []
     return []
 
 

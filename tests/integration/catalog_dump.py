@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 # sl_listen is left out: each slon rebuilds it on its own (RebuildListenEntries) as events
 # arrive, so it may change between two dumps without anybody changing anything.
 CATALOG_QUERIES = {
@@ -38,3 +40,16 @@ def dump(db, cluster: str, tables=tuple(CATALOG_QUERIES)) -> dict:
             continue
         out[node] = {name: db.query(node, CATALOG_QUERIES[name].format(ns=ns)) for name in tables}
     return out
+
+
+def settled_dump(db, cluster: str, interval: float = 0.3, timeout: float = 60) -> dict:
+    """A dump taken once the slons have stopped changing the catalogs (two identical dumps
+    in a row), so that a later comparison only sees what the test itself changed."""
+    deadline = time.monotonic() + timeout
+    last = dump(db, cluster)
+    while True:
+        time.sleep(interval)
+        current = dump(db, cluster)
+        if current == last or time.monotonic() > deadline:
+            return current
+        last = current

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ansible_run import run_module
-from catalog_dump import dump
+from catalog_dump import dump, settled_dump
 
 CLUSTER = "lab"
 TABLES = ["public.customers", "public.products", "public.orders", "billing.invoices"]
@@ -28,7 +28,7 @@ def converge(db, module, args, check_first=True):
     """check mode (nothing changes) -> real run (changed) -> again (changed=false)."""
     args = common(db, **args)
     if check_first:
-        before = dump(db, CLUSTER)
+        before = settled_dump(db, CLUSTER)
         checked = run_module(module, args, check=True, diff=True)
         assert checked.changed, f"check mode of {module} {args} reported no change"
         assert checked.result["queries"], f"check mode of {module} returned no queries"

@@ -10,7 +10,7 @@ from ansible_collections.dany.slony.plugins.module_utils.plan import Plan, execu
 from ansible_collections.dany.slony.plugins.module_utils.tables import PENDING_COMMENT, plan_tables
 
 from ansible_run import run_module
-from catalog_dump import dump
+from catalog_dump import dump, settled_dump
 from test_bringup import CLUSTER, bring_up, common, converge
 
 NEW_TABLE = """
@@ -80,7 +80,11 @@ def test_an_interrupted_live_addition_is_finished_by_the_next_run(fresh_db, slon
                     (PENDING_COMMENT % 1,))
     assert temp == [(2,)]
 
-    before = dump(db, CLUSTER)
+    # Node 2 copies the temporary set on its own meanwhile: compare once that is done.
+    wait_equal(db, 2, 'select s.sub_active, exists (select 1 from "_lab".sl_setsync y '
+                      'where y.ssy_setid = 2) from "_lab".sl_subscribe s '
+                      'where s.sub_set = 2 and s.sub_receiver = 2', [(True, True)])
+    before = settled_dump(db, CLUSTER)
     checked = run_module("slony_table", common(db, set_id=1, tables=["billing.refunds"]),
                          check=True)
     assert checked.changed and dump(db, CLUSTER) == before
