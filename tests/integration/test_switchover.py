@@ -428,8 +428,9 @@ def test_sync_waits_for_confirmations_and_names_a_stopped_slon(fresh_db, slons):
 
 def test_switchover_playbook_defaults_to_the_lab_nodes(lab):
     """Without slony_admin_conninfo the playbook addresses the lab's nodes (database app)."""
+    # The cluster name is given: inventory/lab.yml names the demo cluster for every host.
     output = run_playbook({"lab_port_base": lab.settings.port_base, "slony_set_id": 1,
-                           "slony_to_node": 2}, expect_failure=True)
+                           "slony_to_node": 2, "slony_cluster_name": "lab"}, expect_failure=True)
     error = re.search(r"Module failed: node 2 \((.*)\) is not a node of Slony cluster lab", output)
     assert error, output[-3000:]
     assert sorted(error.group(1).split()) == sorted(
