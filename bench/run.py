@@ -56,7 +56,7 @@ from ansible_collections.dany.slony.plugins.module_utils.paths import plan_paths
 from ansible_collections.dany.slony.plugins.module_utils.plan import execute_plan  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.sets import plan_set  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.subscriptions import (  # noqa: E402
-    plan_subscription)
+    plan_subscription, plan_subscriptions)
 from ansible_collections.dany.slony.plugins.module_utils.tables import (  # noqa: E402
     plan_sequences, plan_tables)
 
@@ -308,17 +308,18 @@ class SlonikTool:
         self.ctx = ctx
 
     def bringup(self, db, fleet, tables, phases):
+        # As the Slony manual's first example: nodes and paths, then the slons.
         t = now()
         slonik(db, "init cluster (id = 1, comment = 'origin');\n"
                    "store node (id = 2, comment = 'replica 2', event node = 1);\n"
                    "store node (id = 3, comment = 'replica 3', event node = 1);\n")
         phases["nodes"] = now() - t
         t = now()
-        fleet.start()
-        phases["slons"] = now() - t
-        t = now()
         slonik(db, slonik_paths(db))
         phases["paths"] = now() - t
+        t = now()
+        fleet.start()
+        phases["slons"] = now() - t
         t = now()
         slonik(db, "create set (id = 1, origin = 1, comment = 'bench');\n"
                    "set add table (set id = 1, origin = 1, tables = %s);\n"
@@ -375,24 +376,24 @@ class CoreTool:
     def __init__(self, ctx):
         self.ctx = ctx
 
-    def run(self, db, planner):
+    def run(self, db, planner, wait=True):
         """One module-equivalent call: its own Cluster, plan, execute. Returns the plan."""
         with Cluster(CLUSTER, db.admin_conninfo) as cluster:
             plan = planner(cluster)[0]
-            execute_plan(cluster, plan, timeout=self.ctx.wait_timeout)
+            execute_plan(cluster, plan, wait_enabled=wait, timeout=self.ctx.wait_timeout)
         return plan
 
     def steps(self, db, fleet, phases=None, counts=None, noop=False):
         """The bring-up as module calls; returns the number of plans that changed."""
         changed = []
 
-        def phase(name, planners, before=None):
+        def phase(name, planners, before=None, wait=False):
             t = now()
             if before:
                 before()
             with counted() as c:
                 for planner in planners:
-                    plan = self.run(db, planner)
+                    plan = self.run(db, planner, wait=wait)
                     if plan.changes():
                         changed.append((name, plan.changes()))
             if phases is not None:
@@ -400,17 +401,22 @@ class CoreTool:
             if counts is not None:
                 counts[name] = c.result
 
-        phase("nodes", [lambda cl, n=n: plan_node_present(cl, n, COMMENTS[n]) for n in NODES])
+        # As roles/cluster does: nodes and paths before the slons start; no completion
+        # waits but for the nodes and, at the end, the copies (every call still runs its
+        # preconditions, see plan.Step.required); one call for both subscriptions.
+        phase("nodes", [lambda cl, n=n: plan_node_present(cl, n, COMMENTS[n]) for n in NODES],
+              wait=True)
+        phase("paths", [lambda cl: plan_paths(cl, paths_of(db))])
         if not noop:
             t = now()
             fleet.start()
             phases["slons"] = now() - t
-        phase("paths", [lambda cl: plan_paths(cl, paths_of(db))])
         phase("set+tables", [
             lambda cl: plan_set(cl, 1, 1, "bench"),
             lambda cl: plan_tables(cl, 1, origin=1, patterns=[TABLE_PATTERN]),
             lambda cl: plan_sequences(cl, 1, origin=1, patterns=[SEQUENCE_PATTERN])])
-        phase("subscribe", [lambda cl, r=r: plan_subscription(cl, 1, r) for r in RECEIVERS])
+        phase("subscribe", [lambda cl: plan_subscriptions(
+            cl, 1, [{"receiver": r} for r in RECEIVERS])], wait=True)
         return changed
 
     def bringup(self, db, fleet, tables, phases, counts):
@@ -466,7 +472,7 @@ class AnsibleTool:
             "bench_paths": paths_of(db),
             "bench_table_patterns": [TABLE_PATTERN],
             "bench_sequence_patterns": [SEQUENCE_PATTERN],
-            "bench_receivers": list(RECEIVERS),
+            "bench_receivers": [{"receiver": r} for r in RECEIVERS],
         }
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="false")
@@ -672,9 +678,11 @@ def report(ctx):
     if loads:
         lines += ["1-minute load average when the runs ended: min %.1f, median %.1f, max %.1f"
                   % (min(loads), median(loads), max(loads)), ""]
-    header = ("| scenario | T | slonik s | core s | core/slonik | paired | ansible s "
-              "| ansible/slonik | paired | runs |")
-    lines += [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    present = [t for t in TOOLS if any(r["tool"] == t for r in results)]
+    others = [t for t in present if t != "slonik"]
+    header = "| scenario | T | slonik s | " + "".join(
+        "%s s | %s/slonik | paired | " % (t, t) for t in others) + "runs %s |" % "/".join(present)
+    lines += [header, "|---|---:|---:|" + "---:|---:|---:|" * len(others) + "---|"]
     keys = []
     for r in results:
         key = (r["scenario"], r["tables"])
@@ -683,13 +691,14 @@ def report(ctx):
     order = ["bringup", "noop", "liveadd", "switchover", "switchback", "failover"]
     keys.sort(key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
     for scenario, tables in keys:
-        s, ns = medians(results, scenario, "slonik", tables)
-        c, nc = medians(results, scenario, "core", tables)
-        a, na = medians(results, scenario, "ansible", tables)
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d/%d |" % (
-            scenario, tables, fmt(s), fmt(c), fmt(ratio(c, s)),
-            fmt(paired(results, scenario, "core", tables)), fmt(a), fmt(ratio(a, s)),
-            fmt(paired(results, scenario, "ansible", tables)), ns, nc, na))
+        s = medians(results, scenario, "slonik", tables)[0]
+        cells = ["| %s | %s | %s | " % (scenario, tables, fmt(s))]
+        for tool in others:
+            m = medians(results, scenario, tool, tables)[0]
+            cells.append("%s | %s | %s | " % (fmt(m), fmt(ratio(m, s)),
+                                              fmt(paired(results, scenario, tool, tables))))
+        cells.append("/".join(str(medians(results, scenario, t, tables)[1]) for t in present))
+        lines.append("".join(cells) + " |")
 
     # Slope of the bring-up: seconds per extra table between the smallest and largest T.
     lines.append("")

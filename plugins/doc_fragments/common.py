@@ -31,10 +31,15 @@ options:
     required: true
   wait:
     description:
-      - Wait until the events the module created are confirmed by the nodes that must
-        process them before returning.
+      - Wait until the change is complete before returning. That means the events the
+        module created are confirmed by the nodes that must process them, or, for a new
+        subscription, the receiver has its copy.
       - With C(false) the module returns as soon as the events are committed on their
-        origin.
+        origin. Waits that the change itself needs before it can run still happen, as in
+        slonik. Examples are a provider catching up on the configuration before
+        C(SUBSCRIBE SET), and a provider's copy finishing before a cascaded subscription
+        or a C(MERGE SET). Slony applies the events of one origin in order, so a later
+        task that depends on this change waits for what it needs.
     type: bool
     default: true
   wait_timeout:

@@ -21,6 +21,8 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     HAS_PSYCOPG2 = False
 
+import threading
+
 from .conninfo import Redactor, conninfo_secrets, parse_conninfo, redact_conninfo
 from .errors import SlonyError
 from .names import cluster_namespace, validate_node_id
@@ -49,6 +51,13 @@ def normalize_admin_conninfo(admin_conninfo):
     return result
 
 
+_STATE_QUERY = """
+select exists (select 1 from pg_catalog.pg_namespace where nspname = %s),
+       pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass(
+           pg_catalog.quote_ident(%s) || '.sl_local_node_id'))
+"""
+
+
 class Cluster:
     """Connections to the nodes of one cluster, plus the log of what was executed."""
 
@@ -63,6 +72,7 @@ class Cluster:
         self.connect_timeout = connect_timeout
         self.application_name = application_name
         self._conns = {}
+        self._open_errors = {}
         self.node_state = {}
         # Every statement that changed something: dicts with node and (redacted) sql.
         self.queries = []
@@ -100,12 +110,55 @@ class Cluster:
         self.require_node(node)
         conn = self._conns.get(node)
         if conn is None or conn.closed:
+            if node in self._open_errors:
+                # open_all() already tried, in this run: do not wait for it twice.
+                raise self._open_errors.pop(node)
             conn = self._open(node)
             self._conns[node] = conn
             self.node_state[node] = self._probe_state(node, conn)
         if check_identity:
             self._check_identity(node)
         return conn
+
+    def open_all(self, nodes=None):
+        """Open the connections to ``nodes`` (default: every admin node) at the same time.
+
+        Connecting (TCP, TLS, SCRAM) is most of what a module costs on a small cluster,
+        and each node's handshake waits on its own server: threads overlap them. A node
+        that cannot be reached fails on its next use, with the same error, without a
+        second connection attempt.
+        """
+        todo = [n for n in (self.nodes() if nodes is None else nodes)
+                if self.has_node(n) and n not in self._open_errors
+                and (self._conns.get(n) is None or self._conns[n].closed)]
+        if len(todo) < 2:
+            return
+        results = {}
+
+        def work(node):
+            conn = None
+            try:
+                conn = self._open(node)
+                results[node] = (conn, self._probe_state(node, conn), None)
+            except Exception as exc:  # pylint: disable=broad-except
+                if conn is not None:
+                    conn.close()
+                results[node] = (None, None, exc)
+
+        threads = [threading.Thread(target=work, args=(node,)) for node in todo]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for node in todo:
+            conn, state, exc = results[node]
+            if exc is None:
+                self._conns[node], self.node_state[node] = conn, state
+            elif isinstance(exc, SlonyError):
+                self._open_errors[node] = exc
+            else:
+                self._open_errors[node] = SlonyError("cannot connect to %s: %s" % (
+                    self.describe(node), self.redactor.text(str(exc).strip())), node=node)
 
     def _open(self, node):
         params = parse_conninfo(self.admin_conninfo[node], "admin_conninfo for node %d" % node)
@@ -118,8 +171,7 @@ class Cluster:
                 self.describe(node), self.redactor.text(str(exc).strip())), node=node)
         try:
             with conn.cursor() as cur:
-                cur.execute("SET datestyle TO 'ISO'")
-                cur.execute("SET session_replication_role TO local")
+                cur.execute("SET datestyle TO 'ISO'; SET session_replication_role TO local")
             conn.commit()
         except psycopg2.Error as exc:
             conn.close()
@@ -138,17 +190,17 @@ class Cluster:
                 self.describe(node), self.name, self.redactor.text(str(exc).strip())), node=node)
 
     def _read_state(self, conn):
+        # One round trip: does the schema exist, and the local node id if it does
+        # (the server quotes the schema name).
         with conn.cursor() as cur:
-            cur.execute("select 1 from pg_catalog.pg_namespace where nspname = %s",
-                        (self.namespace,))
-            if cur.fetchone() is None:
-                state = (NODE_NO_SCHEMA, None)
-            else:
-                cur.execute(sql.SQL("select last_value from {}.sl_local_node_id").format(self.ns))
-                local_id = cur.fetchone()[0]
-                state = (NODE_UNINITIALIZED, None) if local_id < 0 else (NODE_INITIALIZED, local_id)
+            cur.execute(_STATE_QUERY, (self.namespace, self.namespace))
+            has_schema, local_id = cur.fetchone()
         conn.rollback()
-        return state
+        if not has_schema:
+            return (NODE_NO_SCHEMA, None)
+        if local_id is None or local_id < 0:
+            return (NODE_UNINITIALIZED, None)
+        return (NODE_INITIALIZED, local_id)
 
     def _check_identity(self, node):
         state, local_id = self.node_state[node]
@@ -167,6 +219,7 @@ class Cluster:
         """Admin nodes whose database is an initialised node of the cluster, skipping the
         ones that cannot be reached (nothing can be read or waited for there)."""
         nodes = []
+        self.open_all()
         for node in self.nodes():
             try:
                 if self.state(node)[0] == NODE_INITIALIZED:

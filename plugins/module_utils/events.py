@@ -20,9 +20,19 @@ from .errors import SlonyError
 
 Event = namedtuple("Event", "origin seqno type")
 
-# Slonik polls once a second; we poll faster so that short waits end sooner.
+# Slonik polls once a second; we poll faster so that short waits end sooner: the first
+# poll again after FIRST_POLL seconds, then 1.5 times later each time, up to POLL_INTERVAL.
 POLL_INTERVAL = 0.1
+FIRST_POLL = 0.02
 DEFAULT_TIMEOUT = 300
+
+
+def poll_delays(interval=POLL_INTERVAL, first=FIRST_POLL):
+    """The pauses between polls: short at first (most waits are short), then ``interval``."""
+    delay = min(first, interval)
+    while True:
+        yield delay
+        delay = min(delay * 1.5, interval)
 
 
 def event_dict(event):
@@ -39,9 +49,16 @@ def submit_event(cluster, node, query, params=None, locks=("sl_event_lock", "sl_
     and a call that creates several events (``moveSet``: SYNC + MOVE_SET) reports
     all of them.
     """
+    return submit_events(cluster, node, [(query, params)], locks=locks)
+
+
+def submit_events(cluster, node, calls, locks=("sl_event_lock", "sl_config_lock")):
+    """Run several event-generating calls ``[(query, params)]`` on ``node`` in one
+    transaction under the locks (as slonik runs the SET ADD TABLE calls of one command):
+    all of them commit, or none. Returns the events they made, in order."""
     conn = cluster.connection(node)
     ns = cluster.ns
-    text = cluster.render(node, query, params)
+    texts = []
     try:
         with conn.cursor() as cur:
             if locks:
@@ -51,7 +68,9 @@ def submit_event(cluster, node, query, params=None, locks=("sl_event_lock", "sl_
             cur.execute(sql.SQL("select last_value, is_called from {}.sl_event_seq").format(ns))
             last_value, is_called = cur.fetchone()
             before = last_value if is_called else last_value - 1
-            cur.execute(query, params)
+            for query, params in calls:
+                texts.append(cluster.render(node, query, params))
+                cur.execute(query, params)
             cur.execute(sql.SQL(
                 "select ev_origin, ev_seqno, ev_type from {ns}.sl_event"
                 " where ev_origin = {ns}.getLocalNodeId(%s) and ev_seqno > %s"
@@ -60,8 +79,13 @@ def submit_event(cluster, node, query, params=None, locks=("sl_event_lock", "sl_
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
-        raise cluster.error(node, exc, doing=_first_line(text))
-    cluster.log(node, text)
+        doing = _first_line(texts[-1]) if texts else "lock table"
+        if len(calls) > 1:
+            doing += " (call %d of %d in one transaction; none of them was committed)" % (
+                len(texts), len(calls))
+        raise cluster.error(node, exc, doing=doing)
+    for text in texts:
+        cluster.log(node, text)
     return events
 
 
@@ -150,16 +174,18 @@ def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wai
     Like slonik's WAIT FOR EVENT, but the poll is a LEFT JOIN (a node with no
     confirmation at all is behind, not done), it polls every ``interval`` seconds,
     and it gives up after ``timeout`` seconds with an error naming each node that
-    is behind and the state of its slon daemon.
+    is behind and the state of its slon daemon. Polls are short at first, then every
+    ``interval`` seconds (:func:`poll_delays`).
     """
     deadline = clock() + timeout
+    delays = poll_delays(interval)
     while True:
         behind = lagging_nodes(cluster, event, confirmers, wait_on)
         if not behind:
             return
         if clock() >= deadline:
             raise timeout_error(cluster, event, behind, timeout)
-        sleep(interval)
+        sleep(next(delays))
 
 
 def timeout_error(cluster, event, behind, timeout):

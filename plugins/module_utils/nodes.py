@@ -36,6 +36,7 @@ def node_view(snapshot, node):
 def probe_states(cluster, nodes, tolerate_unreachable=True):
     """{node: (state, local_id) or ('unreachable', message)} for the given admin nodes."""
     states = {}
+    cluster.open_all(nodes)
     for node in nodes:
         try:
             states[node] = cluster.state(node)
@@ -146,7 +147,8 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
             # slonik's "config caught up" wait: the event node has seen every
             # other node's configuration changes before it describes them.
             plan.add(wait(other, "wait until node %d has confirmed the last configuration "
-                                 "event of node %d" % (event, other), confirmers=[event]))
+                                 "event of node %d" % (event, other), confirmers=[event],
+                          required=True, wait_on=event))
     plan.add(Step(CALLBACK, node, "create schema %s on node %d, initialise it as node %d and "
                   "copy the configuration of node %d into it" % (
                       cluster.namespace, node, node, event),
@@ -270,7 +272,8 @@ def plan_node_absent(cluster, node, event_node=None):
                              node=node)
         if own is not None and own[0] == NODE_INITIALIZED:
             plan.add(wait(node, "wait until node %d has confirmed the last configuration "
-                                "event of node %d" % (event, node), confirmers=[event]))
+                                "event of node %d" % (event, node), confirmers=[event],
+                          required=True, wait_on=event))
         plan.add(call(ns, event, "dropNode", ([node],),
                       "drop node %d from the cluster through node %d" % (node, event),
                       slonik="drop node (id = %d, event node = %d);" % (node, event)))

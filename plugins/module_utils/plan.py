@@ -18,7 +18,8 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-from .events import DEFAULT_TIMEOUT, Event, execute, submit_event, wait_for_event
+from .events import (DEFAULT_TIMEOUT, Event, execute, submit_event, submit_events,
+                     wait_for_event)
 from .errors import SlonyError
 
 # Step kinds.
@@ -28,6 +29,10 @@ INIT_NODE = "init_node"  # create + load the schema, initializeLocalNode, then a
 WAIT = "wait"            # wait until an origin's last event is confirmed
 CALLBACK = "callback"    # work whose statements depend on what is read at run time
 
+# At most this many calls of one batch share a transaction (each SET ADD TABLE takes an
+# ACCESS EXCLUSIVE lock on its table, and the lock table is shared and finite).
+BATCH_LIMIT = 500
+
 
 class Step:
     """One thing to do on one node.
@@ -35,10 +40,20 @@ class Step:
     ``query``/``params`` are the SQL (a psycopg2 Composable with ``%s`` placeholders)
     and its parameters; ``function`` and ``args`` keep the call in plain form for
     tests and messages; ``slonik`` is the equivalent slonik command.
+
+    A WAIT step is either a *precondition* (``required``: the next steps are only
+    correct once it is over, e.g. slonik's "config caught up" before SUBSCRIBE SET, or
+    a copy that must finish before MERGE SET), which always runs, or a *completion*
+    wait (the change has reached every node), which the caller may skip (the modules'
+    ``wait: false``). ``wait_on`` is the node whose catalog is polled (default: the
+    event's origin). EVENT steps with the same ``batch`` key, one after the other on
+    one node, are submitted in one transaction, as slonik submits the SET ADD TABLE
+    calls of one command.
     """
 
     def __init__(self, kind, node, description, slonik=None, query=None, params=None,
-                 function=None, args=None, confirmers=None, run=None):
+                 function=None, args=None, confirmers=None, run=None, required=False,
+                 wait_on=None, batch=None):
         self.kind = kind
         self.node = node
         self.description = description
@@ -51,6 +66,9 @@ class Step:
         # CALLBACK steps: run(cluster, step, share_dir) -> [Event];
         # WAIT steps with a condition of their own: run(cluster, step, timeout).
         self.run = run
+        self.required = required
+        self.wait_on = wait_on
+        self.batch = batch
 
     def __repr__(self):
         return "Step(%s, node=%s, %s%r)" % (self.kind, self.node, self.function or "",
@@ -68,21 +86,23 @@ def function_call(ns, function, args):
         if args else sql.SQL("select {}.{}()").format(ns, sql.Identifier(function.lower()))
 
 
-def call(ns, node, function, args, description, slonik=None, kind=EVENT):
+def call(ns, node, function, args, description, slonik=None, kind=EVENT, batch=None):
     """A step that calls one Slony stored function on ``node``."""
     return Step(kind, node, description, slonik=slonik,
                 query=function_call(ns, function, args), params=args,
-                function=function, args=args)
+                function=function, args=args, batch=batch)
 
 
-def wait(origin, description, confirmers=None, slonik=None):
+def wait(origin, description, confirmers=None, slonik=None, required=False, wait_on=None):
     """A step that waits until ``origin``'s last event is confirmed by ``confirmers``.
 
     The event is the last one this run submitted on ``origin``; when the run
     submitted none there (a re-run after an interrupted one), it is the last
     non-SYNC event of ``origin``, as slonik's own implicit wait assumes.
+    ``required`` marks a precondition of the following steps (see :class:`Step`).
     """
-    return Step(WAIT, origin, description, slonik=slonik, confirmers=confirmers)
+    return Step(WAIT, origin, description, slonik=slonik, confirmers=confirmers,
+                required=required, wait_on=wait_on)
 
 
 class Plan:
@@ -160,12 +180,32 @@ def _run_init_node(cluster, step, share_dir):
     return events
 
 
+def _batches(steps):
+    """Yield runs of steps: a batch of EVENT steps (same key, same node) or one step."""
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        end = index + 1
+        if step.kind == EVENT and step.batch is not None:
+            while end < len(steps) and end - index < BATCH_LIMIT \
+                    and steps[end].kind == EVENT and steps[end].batch == step.batch \
+                    and steps[end].node == step.node:
+                end += 1
+        yield steps[index:end]
+        index = end
+
+
 def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, share_dir=None):
-    """Run every step in order; return the events created. Stops at the first error."""
+    """Run every step in order; return the events created. Stops at the first error.
+
+    With ``wait_enabled`` false, completion waits are skipped; preconditions
+    (``Step.required``) still run.
+    """
     events = []
-    for step in plan.steps:
+    for run in _batches(plan.steps):
+        step = run[0]
         if step.kind == WAIT:
-            if not wait_enabled:
+            if not wait_enabled and not step.required:
                 continue
             if step.run is not None:
                 step.run(cluster, step, timeout)
@@ -173,9 +213,11 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
             mine = [e for e in events if e.origin == step.node]
             target = mine[-1] if mine else last_config_event(cluster, step.node)
             if target is not None:
-                wait_for_event(cluster, target, step.confirmers, timeout=timeout)
+                wait_for_event(cluster, target, step.confirmers, timeout=timeout,
+                               wait_on=step.wait_on)
         elif step.kind == EVENT:
-            events.extend(submit_event(cluster, step.node, step.query, step.params))
+            events.extend(submit_events(cluster, step.node,
+                                        [(s.query, s.params) for s in run]))
         elif step.kind == EXEC:
             execute(cluster, step.node, step.query, step.params)
         elif step.kind == INIT_NODE:
@@ -187,5 +229,5 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
     return events
 
 
-__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step",
+__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step", "BATCH_LIMIT",
            "EVENT", "EXEC", "INIT_NODE", "WAIT", "CALLBACK"]

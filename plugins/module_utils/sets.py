@@ -7,9 +7,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover
+    sql = None
+
 from .catalog import read_snapshot
 from .errors import SlonyError
-from .plan import EXEC, Plan, call, wait
+from .events import Event, wait_for_event
+from .plan import EXEC, WAIT, Plan, Step, call, wait
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
 
@@ -29,8 +35,35 @@ def caught_up_waits(cluster, target, exclude=()):
     """slonik's "config caught up": ``target`` has confirmed every other node's last
     configuration event before it acts on the configuration it sees."""
     return [wait(other, "wait until node %d has confirmed the last configuration event of "
-                        "node %d" % (target, other), confirmers=[target])
+                        "node %d" % (target, other), confirmers=[target], required=True,
+                 wait_on=target)
             for other in cluster.initialized_nodes() if other != target and other not in exclude]
+
+
+_LAST_DROP_SET = """
+select max(ev_seqno) from {ns}.sl_event
+ where ev_origin = {ns}.getLocalNodeId(%s) and ev_type = 'DROP_SET'
+"""
+
+
+def drop_sets_seen(cluster, origin):
+    """slonik's wait before CREATE SET: ``origin`` has processed every DROP SET submitted
+    on another node (else its slon could later drop a new set that reuses the id).
+    Only DROP_SET events count, so a fresh cluster does not wait for anything."""
+    others = [n for n in cluster.initialized_nodes() if n != origin]
+    if not others:
+        return []
+
+    def run(cluster, step, timeout):
+        query = sql.SQL(_LAST_DROP_SET).format(ns=cluster.ns)
+        for other in others:
+            seqno = cluster.fetch(other, query, (cluster.namespace,))[0][0]
+            if seqno is not None:
+                wait_for_event(cluster, Event(other, seqno, "DROP_SET"), [origin],
+                               timeout=timeout, wait_on=origin)
+    return [Step(WAIT, origin, "wait until node %d has processed the DROP SET events of "
+                               "node(s) %s" % (origin, ", ".join(map(str, others))),
+                 run=run, required=True)]
 
 
 def plan_set(cluster, set_id, origin, comment=None, state="present"):
@@ -56,7 +89,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
 
     if current is None:
         comment = DEFAULT_COMMENT if comment is None else comment
-        plan.extend(caught_up_waits(cluster, origin))
+        plan.extend(drop_sets_seen(cluster, origin))
         plan.add(call(ns, origin, "storeSet", (set_id, comment),
                       "create set %d on origin node %d" % (set_id, origin),
                       slonik="create set (id = %d, origin = %d, comment = %s);"

@@ -14,9 +14,10 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-from .catalog import PENDING_CONNINFO, read_snapshot
+from .catalog import PENDING_CONNINFO, Subscription, read_snapshot
+from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
-from .events import POLL_INTERVAL, slon_state
+from .events import POLL_INTERVAL, poll_delays, slon_state
 from .plan import EXEC, WAIT, Plan, Step, call, wait
 from .sets import caught_up_waits
 
@@ -28,7 +29,13 @@ def _yn(flag):
 def find_set_origin(cluster, set_id):
     """(origin, snapshot of the origin) for ``set_id``, looked up through the admin nodes."""
     seen_on = None
-    for node in cluster.initialized_nodes():
+    for node in cluster.nodes():
+        # One node at a time: the first that knows the set ends the search.
+        try:
+            if cluster.state(node)[0] != NODE_INITIALIZED:
+                continue
+        except SlonyError:
+            continue
         snap = read_snapshot(cluster, node)
         if set_id in snap.sets:
             origin = snap.sets[set_id].origin
@@ -62,6 +69,7 @@ def subscription_complete(cluster, set_id, receiver, provider=None):
 
 def wait_subscription(cluster, set_id, receiver, provider, timeout, interval=POLL_INTERVAL):
     deadline = time.monotonic() + timeout
+    delays = poll_delays(interval)
     while not subscription_complete(cluster, set_id, receiver, provider):
         if time.monotonic() >= deadline:
             raise SlonyError(
@@ -71,14 +79,14 @@ def wait_subscription(cluster, set_id, receiver, provider, timeout, interval=POL
                     timeout, receiver, set_id, provider, receiver, slon_state(cluster, receiver),
                     provider, slon_state(cluster, provider)),
                 node=receiver, queries=cluster.queries)
-        time.sleep(interval)
+        time.sleep(next(delays))
 
 
-def completion_wait(set_id, receiver, provider):
+def completion_wait(set_id, receiver, provider, required=False):
     def run(cluster, step, timeout):
         wait_subscription(cluster, set_id, receiver, provider, timeout)
     return Step(WAIT, receiver, "wait until node %d has copied set %d from node %d"
-                % (receiver, set_id, provider), run=run)
+                % (receiver, set_id, provider), run=run, required=required)
 
 
 def sub_view(sub, complete=None):
@@ -92,10 +100,16 @@ def sub_view(sub, complete=None):
 
 
 def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, omit_copy=False,
-                      state="present"):
-    """Plan for ``receiver`` subscribing to ``set_id``. Returns (plan, before, after)."""
+                      state="present", located=None, planned=None, leaving=()):
+    """Plan for ``receiver`` subscribing to ``set_id``. Returns (plan, before, after).
+
+    ``located`` is (origin, origin's snapshot) when the caller already has them;
+    ``planned`` ({receiver: Subscription}) and ``leaving`` (receivers) describe what
+    earlier entries of the same :func:`plan_subscriptions` call will have done.
+    """
     cluster.require_node(receiver, "the receiver")
-    origin, osnap = find_set_origin(cluster, set_id)
+    origin, osnap = located or find_set_origin(cluster, set_id)
+    planned = planned or {}
     ns = cluster.ns
     plan = Plan()
     current = osnap.subscriptions.get((set_id, receiver))
@@ -113,7 +127,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
         if current is None:
             return plan, before, absent
         fed = sorted(s.receiver for s in osnap.subscriptions.values()
-                     if s.set == set_id and s.provider == receiver)
+                     if s.set == set_id and s.provider == receiver and s.receiver not in leaving)
         if fed:
             raise SlonyError("node %d is the provider of set %d for node(s) %s; subscribe them "
                              "from another provider before unsubscribing node %d" % (
@@ -133,7 +147,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
         raise SlonyError("provider node %d is not a node of cluster %s" % (provider, cluster.name),
                          node=provider)
     if provider != origin:
-        psub = osnap.subscriptions.get((set_id, provider))
+        psub = planned.get(provider) or osnap.subscriptions.get((set_id, provider))
         if psub is None or not psub.forward:
             raise SlonyError(
                 "provider node %d %s set %d, so it cannot feed node %d; subscribe it with "
@@ -155,7 +169,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
 
     if provider != origin:
         # A cascaded receiver can only copy once its provider has the data.
-        plan.add(completion_wait(set_id, provider, osnap.subscriptions[(set_id, provider)].provider))
+        plan.add(completion_wait(set_id, provider, psub.provider, required=True))
     if current is None or current.provider == provider:
         if current is None or current.forward != forward:
             plan.extend(caught_up_waits(cluster, provider, exclude=(receiver,))
@@ -166,7 +180,11 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
                           if current is None else
                           "set forward = %s on node %d's subscription to set %d"
                           % (_yn(forward), receiver, set_id), slonik=slonik))
-            plan.add(wait(origin, "wait until every node has confirmed the subscription"))
+            if current is not None:
+                # No copy to wait for: the change is done once every node has it. A new
+                # subscription is done when the receiver has its copy (below); its slon
+                # processed the events before the copy.
+                plan.add(wait(origin, "wait until every node has confirmed the subscription"))
     else:
         others = sorted(s.set for s in osnap.subscriptions.values()
                         if s.receiver == receiver and s.set != set_id
@@ -188,4 +206,85 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
                       kind=EXEC))
         plan.add(wait(origin, "wait until every node has confirmed the new provider"))
     plan.add(completion_wait(set_id, receiver, provider))
+    return plan, before, after
+
+
+def _feeding_order(entries, origin):
+    """Entries ordered so that every provider comes before the receivers it feeds."""
+    done, ordered, rest = set([origin]), [], list(entries)
+    while rest:
+        ready = [e for e in rest if e["provider"] in done] or rest[:1]
+        for entry in ready:
+            ordered.append(entry)
+            done.add(entry["receiver"])
+            rest.remove(entry)
+    return ordered
+
+
+def plan_subscriptions(cluster, set_id, entries, state="present"):
+    """Several receivers of one set in one plan. Returns (plan, before, after).
+
+    ``entries``: dicts with ``receiver`` and optional ``provider`` (default: the
+    origin), ``forward`` (default true) and ``omit_copy`` (default false). Providers
+    are subscribed before the nodes they feed (unsubscribed after them); every
+    receiver is subscribed before any completion wait, so the copies run at the same
+    time, as after a slonik script of SUBSCRIBE SETs, and the plan ends by waiting
+    for all of them.
+    """
+    if not entries:
+        raise SlonyError("receivers: give at least one receiver")
+    origin, osnap = find_set_origin(cluster, set_id)
+    normalized, seen = [], set()
+    for index, entry in enumerate(entries):
+        receiver = entry.get("receiver")
+        if receiver is None:
+            raise SlonyError("receivers[%d]: receiver is required" % index)
+        receiver = int(receiver)
+        if receiver in seen:
+            raise SlonyError("receivers[%d]: node %d is listed twice" % (index, receiver))
+        seen.add(receiver)
+        provider = entry.get("provider")
+        normalized.append({
+            "receiver": receiver,
+            "provider": origin if provider is None else int(provider),
+            "forward": True if entry.get("forward") is None else bool(entry["forward"]),
+            "omit_copy": bool(entry.get("omit_copy"))})
+    ordered = _feeding_order(normalized, origin)
+    if state == "absent":
+        ordered.reverse()
+    plan, deferred, before, after = Plan(), [], [], []
+    planned, leaving = {}, set()
+    for index, entry in enumerate(ordered):
+        one, one_before, one_after = plan_subscription(
+            cluster, set_id, entry["receiver"], entry["provider"], entry["forward"],
+            entry["omit_copy"], state, located=(origin, osnap), planned=planned,
+            leaving=leaving)
+        steps = list(one.steps)
+        tail = len(steps)
+        while tail and steps[tail - 1].kind == WAIT and not steps[tail - 1].required:
+            tail -= 1
+        if state == "absent":
+            # The provider of this receiver refuses to leave until it has seen this
+            # receiver go: then the wait is a precondition of what follows.
+            current = osnap.subscriptions.get((set_id, entry["receiver"]))
+            later = set(e["receiver"] for e in ordered[index + 1:])
+            if current is not None and current.provider in later:
+                for step in steps[tail:]:
+                    step.required = True
+            plan.extend(steps)
+        else:
+            # The trailing completion waits go to the end: all the copies run at once.
+            plan.extend(steps[:tail])
+            deferred.extend(steps[tail:])
+        before.append(one_before)
+        after.append(one_after)
+        if state == "absent":
+            leaving.add(entry["receiver"])
+        else:
+            planned[entry["receiver"]] = Subscription(set_id, entry["provider"],
+                                                      entry["receiver"], entry["forward"], True)
+    plan.extend(deferred)
+    order = dict((entry["receiver"], index) for index, entry in enumerate(normalized))
+    before.sort(key=lambda view: order[view["receiver"]])
+    after.sort(key=lambda view: order[view["receiver"]])
     return plan, before, after

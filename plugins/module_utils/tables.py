@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 from .catalog import Subscription, read_snapshot
 from .errors import SlonyError
 from .names import split_qualified_name
-from .events import POLL_INTERVAL, slon_state
+from .events import poll_delays, slon_state
 from .plan import WAIT, Plan, Step, call, wait
 
 MAX_ID = 2147483647
@@ -442,7 +442,8 @@ def build_plan(kind, namespace, set_id, origin, to_add, to_drop):
         plan.add(call(ns, origin, kind.drop_function, (member.id,),
                       "drop %s %s (id %d) from set %d" % (kind.noun, label, member.id, set_id),
                       slonik="set drop %s (origin = %d, id = %d);" % (kind.noun, origin,
-                                                                      member.id)))
+                                                                      member.id),
+                      batch="drop"))
     if to_add:
         # As slonik does before SET ADD TABLE / SEQUENCE: a SYNC, so that the origin's
         # slon has caught up before the configuration changes.
@@ -460,7 +461,7 @@ def build_plan(kind, namespace, set_id, origin, to_add, to_drop):
         plan.add(call(ns, origin, kind.add_function, tuple(args),
                       "add %s %s to set %d as id %d" % (kind.noun, add["label"], set_id,
                                                         add["id"]),
-                      slonik=slonik))
+                      slonik=slonik, batch="add"))
     if plan:
         plan.add(wait(origin, "wait until every node has confirmed the %s changes of set %d"
                               % (kind.noun, set_id)))
@@ -536,7 +537,8 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
                           % (temp_id, kind.option, set_id),
                           slonik="create set (id = %d, origin = %d, comment = %s);"
                                  % (temp_id, origin, _q(comment))))
-            plan.add(wait(origin, "wait until every node knows temporary set %d" % temp_id))
+            plan.add(wait(origin, "wait until every node knows temporary set %d" % temp_id,
+                          required=True))
         if adds:
             plan.extend(build_plan(kind, namespace, temp_id, origin, adds, []).steps)
         receivers = []
@@ -544,7 +546,7 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
             receivers.append(sub.receiver)
             if sub.provider != origin:
                 plan.add(completion_wait(temp_id, sub.provider,
-                                         subscribed.get(sub.provider, origin)))
+                                         subscribed.get(sub.provider, origin), required=True))
             if subscribed.get(sub.receiver) == sub.provider:
                 continue
             plan.add(call(ns, origin, "subscribeSet",
@@ -553,9 +555,9 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
                           % (sub.receiver, temp_id, sub.provider, set_id),
                           slonik=_subscribe_slonik(temp_id, sub)))
         for sub in feeding_order(subscriptions, origin):
-            plan.add(completion_wait(temp_id, sub.receiver, sub.provider))
+            plan.add(completion_wait(temp_id, sub.receiver, sub.provider, required=True))
         plan.add(wait(origin, "wait until node %d sees every copy of set %d confirmed"
-                      % (origin, temp_id), confirmers=receivers))
+                      % (origin, temp_id), confirmers=receivers, required=True))
         plan.add(merge_ready_wait(origin, set_id, temp_id))
         plan.add(call(ns, origin, "mergeSet", (set_id, temp_id),
                       "merge temporary set %d into set %d" % (temp_id, set_id),
@@ -574,6 +576,7 @@ def merge_ready_wait(origin, set_id, temp_id):
     def run(cluster, step, timeout):
         query = sql.SQL(_IN_PROGRESS).format(ns=cluster.ns)
         deadline = time.monotonic() + timeout
+        delays = poll_delays()
         while cluster.fetch(origin, query, (set_id, temp_id))[0][0]:
             if time.monotonic() >= deadline:
                 raise SlonyError(
@@ -581,9 +584,9 @@ def merge_ready_wait(origin, set_id, temp_id):
                     "%d and %d complete (slon of node %d: %s)" % (
                         timeout, origin, set_id, temp_id, origin, slon_state(cluster, origin)),
                     node=origin, queries=cluster.queries)
-            time.sleep(POLL_INTERVAL)
+            time.sleep(next(delays))
     return Step(WAIT, origin, "wait until node %d sees no subscription of set %d or %d in "
-                              "progress" % (origin, set_id, temp_id), run=run)
+                              "progress" % (origin, set_id, temp_id), run=run, required=True)
 
 
 # -- catalog reads -----------------------------------------------------------------------

@@ -22,6 +22,9 @@ description:
     re-run after an interrupted subscription wait for it instead of subscribing again.
   - With I(state=absent) the receiver is unsubscribed (C(UNSUBSCRIBE SET)); its data stays,
     its replication triggers are removed.
+  - With I(receivers), several receivers of the set in one task. Providers are subscribed
+    before the nodes they feed; every subscription is submitted before the module waits, so
+    the copies run at the same time (as after one slonik script of C(SUBSCRIBE SET)s).
 author:
   - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
@@ -42,9 +45,31 @@ options:
     type: int
     required: true
   receiver:
-    description: The subscribing node.
+    description:
+      - The subscribing node.
+      - Exactly one of I(receiver) and I(receivers) is required.
     type: int
-    required: true
+  receivers:
+    description:
+      - Several subscribing nodes of I(set_id) at once, instead of I(receiver).
+      - Each entry takes its own I(provider), I(forward) and I(omit_copy); the module-level
+        options of the same names are the defaults. I(state) applies to every entry.
+    type: list
+    elements: dict
+    suboptions:
+      receiver:
+        description: The subscribing node.
+        type: int
+        required: true
+      provider:
+        description: As the module's I(provider).
+        type: int
+      forward:
+        description: As the module's I(forward).
+        type: bool
+      omit_copy:
+        description: As the module's I(omit_copy).
+        type: bool
   provider:
     description:
       - The node the receiver copies from; the set's origin when not given.
@@ -93,6 +118,17 @@ EXAMPLES = r'''
     receiver: 3
     provider: 2
 
+- name: Subscribe nodes 2 and 3 (cascaded from 2) and 4, waiting once for every copy
+  dany.slony.slony_subscription:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    set_id: 1
+    receivers:
+      - receiver: 2
+      - receiver: 3
+        provider: 2
+      - receiver: 4
+
 - name: Unsubscribe node 3
   dany.slony.slony_subscription:
     cluster_name: shop
@@ -104,14 +140,18 @@ EXAMPLES = r'''
 
 RETURN = r'''
 before:
-  description: The subscription before the run (C(state=absent) when there was none).
+  description:
+    - The subscription before the run (C(state=absent) when there was none).
+    - With I(receivers), a list of these, in the order of I(receivers).
   returned: always
-  type: dict
+  type: raw
   sample: {"set": 1, "receiver": 2, "state": "absent"}
 after:
-  description: The subscription after the run (in check mode, as it would be).
+  description:
+    - The subscription after the run (in check mode, as it would be).
+    - With I(receivers), a list of these, in the order of I(receivers).
   returned: always
-  type: dict
+  type: raw
   sample: {"set": 1, "receiver": 2, "provider": 1, "forward": true, "state": "present", "complete": true}
 queries:
   description: Statements executed (in check mode, that would be), with their node.
@@ -133,22 +173,40 @@ events:
 '''
 
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
-from ansible_collections.dany.slony.plugins.module_utils.subscriptions import plan_subscription
+from ansible_collections.dany.slony.plugins.module_utils.subscriptions import (
+    plan_subscription, plan_subscriptions)
 
 
 def main():
     slony = SlonyModule(dict(
         set_id=dict(type="int", required=True),
-        receiver=dict(type="int", required=True),
+        receiver=dict(type="int"),
+        receivers=dict(type="list", elements="dict", options=dict(
+            receiver=dict(type="int", required=True),
+            provider=dict(type="int"),
+            forward=dict(type="bool"),
+            omit_copy=dict(type="bool"),
+        )),
         provider=dict(type="int"),
         forward=dict(type="bool", default=True),
         omit_copy=dict(type="bool", default=False),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    ))
+    ), mutually_exclusive=[("receiver", "receivers")],
+        required_one_of=[("receiver", "receivers")])
     params = slony.params
-    slony.run(lambda cluster: plan_subscription(
-        cluster, params["set_id"], params["receiver"], params["provider"], params["forward"],
-        params["omit_copy"], params["state"]) + ({},))
+    if params["receivers"] is None:
+        slony.run(lambda cluster: plan_subscription(
+            cluster, params["set_id"], params["receiver"], params["provider"],
+            params["forward"], params["omit_copy"], params["state"]) + ({},))
+        return
+    entries = []
+    for entry in params["receivers"]:
+        entries.append(dict(
+            [("receiver", entry["receiver"])]
+            + [(key, params[key] if entry.get(key) is None else entry[key])
+               for key in ("provider", "forward", "omit_copy")]))
+    slony.run(lambda cluster: plan_subscriptions(
+        cluster, params["set_id"], entries, params["state"]) + ({},))
 
 
 if __name__ == "__main__":

@@ -121,6 +121,45 @@ def test_three_node_bring_up_replicates_writes(fresh_db, slons):
         assert db.lab.password not in run.everything()
 
 
+def test_receivers_list_subscribes_a_cascade_in_one_task(fresh_db, slons):
+    """One slony_subscription task for both receivers, the leaf listed first: the
+    provider is subscribed first, node 3 copies from node 2, one run waits for both."""
+    db = fresh_db
+    bring_up(db, slons, subscribers=())
+    receivers = [{"receiver": 3, "provider": 2}, {"receiver": 2}]
+    real = converge(db, "slony_subscription", {"set_id": 1, "receivers": receivers})
+    result = real.result
+    assert [e["type"] for e in result["events"]] == ["SUBSCRIBE_SET", "ENABLE_SUBSCRIPTION"] * 2
+    assert result["slonik"].index("receiver = 2") < result["slonik"].index("receiver = 3")
+    assert [(v["receiver"], v["provider"], v["complete"]) for v in result["after"]] == [
+        (3, 2, True), (2, 1, True)]
+    assert [v["state"] for v in result["before"]] == ["absent", "absent"]
+    # Returned only once both copies were done: each receiver's own catalog says so.
+    for node, provider in ((2, 1), (3, 2)):
+        assert db.query(node, 'select sub_provider, sub_forward, sub_active from '
+                              '"_lab".sl_subscribe where sub_receiver = %s', (node,)) == [
+            (provider, True, True)]
+        assert db.scalar(node, 'select count(*) from "_lab".sl_setsync where ssy_setid = 1') == 1
+    db.query(1, "insert into public.customers (name) values ('through node 2')")
+    expected = db.query(1, "select id, name from public.customers order by id")
+    assert wait_for_rows(db, 3, "select id, name from public.customers order by id",
+                         expected) == expected
+    # Unsubscribing node 2 alone is refused (it feeds node 3), and nothing changes.
+    before = settled_dump(db, CLUSTER)
+    out = run_module("slony_subscription", common(db, set_id=1, receivers=[{"receiver": 2}],
+                                                  state="absent"), expect_failure=True)
+    assert "node 2 is the provider of set 1 for node(s) 3" in out.result["msg"]
+    assert dump(db, CLUSTER) == before
+    # Both in one task: the leaf goes first.
+    both = converge(db, "slony_subscription",
+                    {"set_id": 1, "receivers": receivers, "state": "absent"})
+    assert [e["type"] for e in both.result["events"]] == ["UNSUBSCRIBE_SET"] * 2
+    assert both.result["slonik"].index("receiver = 3") < both.result["slonik"].index(
+        "receiver = 2")
+    for node in (1, 2, 3):
+        assert db.scalar(node, 'select count(*) from "_lab".sl_subscribe') == 0
+
+
 def test_cascade_unsubscribe_and_drop_node(fresh_db, slons):
     db = fresh_db
     bring_up(db, slons, subscribers=(2, 3), providers={3: 2})

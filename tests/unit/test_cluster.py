@@ -135,3 +135,45 @@ def test_cluster_invalid_name_refused_before_anything_else():
     with pytest.raises(SlonyError) as info:
         Cluster("1shop", {1: "host=db1"})
     assert "invalid cluster_name '1shop'" in str(info.value)
+
+
+class FakeConn:
+    closed = False
+
+    def __init__(self, node):
+        self.node = node
+
+    def close(self):
+        self.closed = True
+
+
+def test_open_all_connects_in_parallel_and_remembers_failures(monkeypatch):
+    import threading
+    cluster = Cluster("shop", {1: "host=a", 2: "host=b", 3: "host=c"})
+    barrier = threading.Barrier(3, timeout=5)
+    opened = []
+
+    def fake_open(node):
+        barrier.wait()  # only passes if the three connects run at the same time
+        opened.append(node)
+        if node == 2:
+            raise SlonyError("cannot connect to node 2 (host=b): refused", node=2)
+        return FakeConn(node)
+
+    monkeypatch.setattr(cluster, "_open", fake_open)
+    monkeypatch.setattr(cluster, "_probe_state", lambda node, conn: ("initialized", node))
+    cluster.open_all()
+    assert sorted(opened) == [1, 2, 3]
+    assert cluster.state(1) == ("initialized", 1) and cluster.state(3) == ("initialized", 3)
+    # The failure is reported on first use, without a second connection attempt.
+    monkeypatch.setattr(cluster, "_open", lambda node: pytest.fail("connected again"))
+    with pytest.raises(SlonyError) as info:
+        cluster.state(2)
+    assert "cannot connect to node 2" in str(info.value)
+    cluster.open_all()  # nothing left to open
+
+
+def test_open_all_leaves_a_single_node_to_the_lazy_path(monkeypatch):
+    cluster = Cluster("shop", {1: "host=a"})
+    monkeypatch.setattr(cluster, "_open", lambda node: pytest.fail("opened eagerly"))
+    cluster.open_all()

@@ -9,7 +9,7 @@ from psycopg2 import sql
 
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.events import (
-    POLL_INTERVAL, Event, event_dict, lagging_nodes, slon_state, wait_for_event)
+    FIRST_POLL, POLL_INTERVAL, Event, event_dict, poll_delays, lagging_nodes, slon_state, wait_for_event)
 
 EVENT = Event(1, 5000000010, "STORE_NODE")
 
@@ -85,7 +85,8 @@ def test_waits_until_confirmed_polling_at_the_default_interval():
     clock = FakeClock()
     wait_for_event(cluster, EVENT, timeout=30, clock=clock.clock, sleep=clock.sleep)
     assert len(cluster.polls) == 4
-    assert clock.sleeps == [POLL_INTERVAL] * 3
+    # Short pauses first, growing towards POLL_INTERVAL.
+    assert clock.sleeps == pytest.approx([FIRST_POLL, FIRST_POLL * 1.5, FIRST_POLL * 2.25])
     assert all(s <= 0.2 for s in clock.sleeps)
     assert cluster.slon_checks == []
 
@@ -194,3 +195,12 @@ def test_lagging_nodes_rows_are_tuples():
     cluster = FakeCluster([[(2, 4), (3, 0)]])
     assert lagging_nodes(cluster, EVENT) == [(2, 4), (3, 0)]
     assert "nodes" not in cluster.polls[0][1]
+
+
+def test_poll_delays_grow_to_the_interval_and_stay():
+    delays = poll_delays(0.1, first=0.02)
+    seen = [next(delays) for _ in range(8)]
+    assert seen[0] == 0.02
+    assert seen == sorted(seen)
+    assert seen[-1] == 0.1 and seen[-2] == 0.1
+    assert next(poll_delays(0.01, first=0.02)) == 0.01

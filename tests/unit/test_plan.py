@@ -163,13 +163,13 @@ def test_render_step_texts():
 
 def test_execute_plan_dispatches_in_order(monkeypatch):
     done = []
-    monkeypatch.setattr(plan_mod, "submit_event",
-                        lambda c, node, q, p: done.append(("event", node, p)) or
+    monkeypatch.setattr(plan_mod, "submit_events",
+                        lambda c, node, calls: done.append(("event", node, calls[0][1])) or
                         [plan_mod.Event(node, 10 + len(done), "X")])
     monkeypatch.setattr(plan_mod, "execute", lambda c, node, q, p: done.append(("exec", node, p)))
     monkeypatch.setattr(plan_mod, "wait_for_event",
-                        lambda c, ev, confirmers, timeout: done.append(("wait", ev, confirmers,
-                                                                        timeout)))
+                        lambda c, ev, confirmers, timeout, wait_on: done.append(
+                            ("wait", ev, confirmers, timeout)))
 
     def run(cluster, step, share_dir):
         done.append(("callback", step.node, share_dir))
@@ -184,7 +184,7 @@ def test_execute_plan_dispatches_in_order(monkeypatch):
 
 
 def test_execute_plan_skips_waits_when_disabled(monkeypatch):
-    monkeypatch.setattr(plan_mod, "submit_event", lambda c, node, q, p: [plan_mod.Event(1, 5, "X")])
+    monkeypatch.setattr(plan_mod, "submit_events", lambda c, node, calls: [plan_mod.Event(1, 5, "X")])
 
     def forbidden(*args, **kwargs):
         raise AssertionError("must not wait")
@@ -208,7 +208,42 @@ def test_execute_plan_wait_without_own_event_uses_the_last_config_event(monkeypa
                         lambda c, node: plan_mod.Event(node, 42, "STORE_PATH") if node == 2
                         else None)
     monkeypatch.setattr(plan_mod, "wait_for_event",
-                        lambda c, ev, confirmers, timeout: waited.append((ev, timeout)))
+                        lambda c, ev, confirmers, timeout, wait_on: waited.append((ev, timeout)))
     plan = Plan([wait(2, "w"), wait(3, "nothing to wait for")])
     assert plan_mod.execute_plan(RecordingCluster(), plan) == []
     assert waited == [(plan_mod.Event(2, 42, "STORE_PATH"), plan_mod.DEFAULT_TIMEOUT)]
+
+
+def test_execute_plan_runs_preconditions_even_without_waits(monkeypatch):
+    monkeypatch.setattr(plan_mod, "submit_events", lambda c, node, calls: [plan_mod.Event(1, 5, "X")])
+    waited = []
+    monkeypatch.setattr(plan_mod, "wait_for_event",
+                        lambda c, ev, confirmers, timeout, wait_on: waited.append(
+                            (ev.origin, confirmers, wait_on)))
+    monkeypatch.setattr(plan_mod, "last_config_event",
+                        lambda c, node: plan_mod.Event(node, 42, "STORE_PATH"))
+    plan = Plan([wait(2, "caught up", confirmers=[1], required=True, wait_on=1),
+                 call(NS, 1, "a", (), "a"), wait(1, "completion")])
+    assert plan_mod.execute_plan(RecordingCluster(), plan, wait_enabled=False) == [
+        plan_mod.Event(1, 5, "X")]
+    assert waited == [(2, [1], 1)]
+    waited[:] = []
+    plan_mod.execute_plan(RecordingCluster(), plan, wait_enabled=True)
+    assert waited == [(2, [1], 1), (1, None, None)]
+
+
+def test_execute_plan_batches_event_steps_of_one_key_and_node(monkeypatch):
+    submitted = []
+    monkeypatch.setattr(plan_mod, "submit_events",
+                        lambda c, node, calls: submitted.append(
+                            (node, [p[0] for q, p in calls])) or [])
+    monkeypatch.setattr(plan_mod, "BATCH_LIMIT", 3)
+    steps = [call(NS, 1, "sync", (0,), "s")]
+    steps += [call(NS, 1, "add", (i,), "a", batch="add") for i in range(1, 8)]
+    steps += [call(NS, 2, "add", (8,), "a", batch="add"),
+              call(NS, 2, "drop", (9,), "d", batch="drop"),
+              call(NS, 2, "drop", (10,), "d", batch="drop"),
+              call(NS, 2, "other", (11,), "o")]
+    plan_mod.execute_plan(RecordingCluster(), Plan(steps))
+    assert submitted == [(1, [0]), (1, [1, 2, 3]), (1, [4, 5, 6]), (1, [7]), (2, [8]),
+                         (2, [9, 10]), (2, [11])]
