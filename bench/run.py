@@ -56,7 +56,7 @@ from ansible_collections.dany.slony.plugins.module_utils.paths import plan_paths
 from ansible_collections.dany.slony.plugins.module_utils.plan import execute_plan  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.sets import plan_set  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.subscriptions import (  # noqa: E402
-    plan_subscription, plan_subscriptions)
+    plan_subscriptions)
 from ansible_collections.dany.slony.plugins.module_utils.tables import (  # noqa: E402
     plan_sequences, plan_tables)
 

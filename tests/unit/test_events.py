@@ -199,7 +199,7 @@ def test_lagging_nodes_rows_are_tuples():
 
 def test_poll_delays_grow_to_the_interval_and_stay():
     delays = poll_delays(0.1, first=0.02)
-    seen = [next(delays) for _ in range(8)]
+    seen = [next(delays) for dummy in range(8)]
     assert seen[0] == 0.02
     assert seen == sorted(seen)
     assert seen[-1] == 0.1 and seen[-2] == 0.1
