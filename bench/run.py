@@ -51,7 +51,7 @@ from lab import (  # noqa: E402
     SLON_TEST_OPTIONS, SLONIK_BIN, FreshDatabase, Lab, LabSettings, SlonFleet)
 
 from ansible_collections.dany.slony.plugins.module_utils.cluster import Cluster  # noqa: E402
-from ansible_collections.dany.slony.plugins.module_utils.nodes import plan_node_present  # noqa: E402
+from ansible_collections.dany.slony.plugins.module_utils.nodes import plan_nodes_present  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.paths import plan_paths  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.plan import execute_plan  # noqa: E402
 from ansible_collections.dany.slony.plugins.module_utils.sets import plan_set  # noqa: E402
@@ -404,8 +404,8 @@ class CoreTool:
         # As roles/cluster does: nodes and paths before the slons start; no completion
         # waits but for the nodes and, at the end, the copies (every call still runs its
         # preconditions, see plan.Step.required); one call for both subscriptions.
-        phase("nodes", [lambda cl, n=n: plan_node_present(cl, n, COMMENTS[n]) for n in NODES],
-              wait=True)
+        phase("nodes", [lambda cl: plan_nodes_present(
+            cl, [{"id": n, "comment": COMMENTS[n]} for n in NODES])], wait=True)
         phase("paths", [lambda cl: plan_paths(cl, paths_of(db))])
         if not noop:
             t = now()

@@ -74,6 +74,9 @@ class Cluster:
         self._conns = {}
         self._open_errors = {}
         self.node_state = {}
+        # node -> description of the schema loaded, uncommitted, on its connection
+        # (schema.preload_schemas), for the step that initialises the node.
+        self.preloaded_schemas = {}
         # Every statement that changed something: dicts with node and (redacted) sql.
         self.queries = []
 
@@ -241,6 +244,7 @@ class Cluster:
         """Close and forget a connection (after schema loads or uninstall)."""
         conn = self._conns.pop(node, None)
         self.node_state.pop(node, None)
+        self.preloaded_schemas.pop(node, None)
         if conn is not None and not conn.closed:
             try:
                 conn.rollback()

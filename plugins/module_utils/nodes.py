@@ -13,7 +13,7 @@ try:
 except ImportError:  # pragma: no cover
     psycopg2 = sql = None
 
-from .catalog import read_snapshot
+from .catalog import Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
@@ -47,7 +47,7 @@ def probe_states(cluster, nodes, tolerate_unreachable=True):
     return states
 
 
-def choose_event_node(cluster, node, states, event_node=None):
+def choose_event_node(cluster, node, states, event_node=None, planned=()):
     """The node through which the cluster is told about ``node``.
 
     The given ``event_node``, else the lowest admin node, other than ``node``,
@@ -59,7 +59,8 @@ def choose_event_node(cluster, node, states, event_node=None):
             raise SlonyError("event_node must differ from the node being added or dropped "
                              "(both are %d)" % node)
         cluster.require_node(event_node, "event_node")
-        cluster.require_initialized(event_node)
+        if event_node not in planned:
+            cluster.require_initialized(event_node)
         return event_node
     for other in sorted(states):
         if other != node and states[other][0] == NODE_INITIALIZED:
@@ -69,9 +70,11 @@ def choose_event_node(cluster, node, states, event_node=None):
 
 # -- present ------------------------------------------------------------------------
 
-def plan_node_present(cluster, node, comment=None, event_node=None):
+def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
     """Plan for ``node`` being an active node of the cluster with ``comment``.
 
+    ``planned``: nodes that earlier steps of the same plan initialise (see
+    :func:`plan_nodes_present`); they count as nodes of the cluster.
     Returns (plan, before, after).
     """
     cluster.require_node(node, "adding a node")
@@ -79,7 +82,9 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
     state = states[node]
     if state[0] == "unreachable":
         raise SlonyError(state[1], node=node)
-    event = choose_event_node(cluster, node, states, event_node)
+    for other in planned:
+        states[other] = (NODE_INITIALIZED, other)
+    event = choose_event_node(cluster, node, states, event_node, planned)
     ns = cluster.ns
     plan = Plan()
 
@@ -109,7 +114,8 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
         return plan, before, {"id": node, "state": "present", "comment": comment,
                               "active": True, "failed": False}
 
-    snap = read_snapshot(cluster, event)
+    # A node this plan creates first has nothing in its catalog yet but itself.
+    snap = Snapshot(event) if event in planned else read_snapshot(cluster, event)
     before = node_view(snap, node)
     comment = comment if comment is not None else (
         snap.nodes[node].comment if node in snap.nodes else "Node %d" % node)
@@ -143,7 +149,9 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
         plan.add(_drop_schema_step(cluster, node, "remove the schema left on node %d by an "
                                                   "interrupted STORE NODE" % node))
     for other in sorted(states):
-        if other not in (node, event) and states[other][0] == NODE_INITIALIZED:
+        # (A node this plan creates has no configuration events of its own yet.)
+        if other not in (node, event) and states[other][0] == NODE_INITIALIZED \
+                and other not in planned:
             # slonik's "config caught up" wait: the event node has seen every
             # other node's configuration changes before it describes them.
             plan.add(wait(other, "wait until node %d has confirmed the last configuration "
@@ -165,6 +173,37 @@ def plan_node_present(cluster, node, comment=None, event_node=None):
     # No wait afterwards: the other nodes learn about the new node through the event
     # node's slon, which needs the paths that are stored next (slony_path waits).
     return plan, before, after
+
+
+def plan_nodes_present(cluster, entries, event_node=None):
+    """Several nodes in one plan, in id order: the lowest becomes the first node when
+    the cluster has none; the others are stored through the event node, even when
+    that node is itself created earlier in the plan (so check mode shows the real
+    order). New nodes load their schema at the same time (:func:`plan.execute_plan`).
+
+    ``entries``: dicts with ``id`` and optional ``comment``. Returns
+    (plan, before, after); before/after are lists in the order of ``entries``.
+    """
+    if not entries:
+        raise SlonyError("nodes: give at least one node")
+    ids = []
+    for index, entry in enumerate(entries):
+        node = entry.get("id")
+        if node is None:
+            raise SlonyError("nodes[%d]: id is required" % index)
+        if node in ids:
+            raise SlonyError("nodes[%d]: node %d is listed twice" % (index, node))
+        ids.append(node)
+    by_id = dict((entry["id"], entry) for entry in entries)
+    plan, views, planned = Plan(), {}, []
+    for node in sorted(ids):
+        one, before, after = plan_node_present(cluster, node, by_id[node].get("comment"),
+                                               event_node, planned=tuple(planned))
+        plan.extend(one.steps)
+        views[node] = (before, after)
+        if any(s.function in ("initializeLocalNode",) for s in one.steps):
+            planned.append(node)
+    return plan, [views[n][0] for n in ids], [views[n][1] for n in ids]
 
 
 def _drop_schema_step(cluster, node, description):

@@ -202,6 +202,11 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
     (``Step.required``) still run.
     """
     events = []
+    loads = [s.node for s in plan.steps if s.kind == INIT_NODE
+             or (s.kind == CALLBACK and s.function == "initializeLocalNode")]
+    if len(loads) > 1:
+        from .schema import preload_schemas  # local: only new nodes need the files
+        preload_schemas(cluster, loads, share_dir)
     for run in _batches(plan.steps):
         step = run[0]
         if step.kind == WAIT:

@@ -10,6 +10,7 @@ __metaclass__ = type
 import glob
 import os
 import re
+import threading
 
 try:
     import psycopg2
@@ -17,6 +18,7 @@ try:
 except ImportError:  # pragma: no cover
     psycopg2 = sql = None
 
+from .cluster import NODE_NO_SCHEMA
 from .errors import SlonyError
 
 # Where distributions put the SQL files: Debian/Ubuntu, then PGDG RPMs, then source builds.
@@ -90,6 +92,9 @@ def install_schema(cluster, node, share_dir=None):
     behind and the C functions cache per session. Returns a short description of
     what was loaded, for the query log.
     """
+    preloaded = cluster.preloaded_schemas.pop(node, None)
+    if preloaded is not None:
+        return preloaded
     share_dir = find_share_dir(share_dir)
     version = installed_version(share_dir)
     conn = cluster.connection(node, check_identity=False)
@@ -121,3 +126,40 @@ def install_schema(cluster, node, share_dir=None):
             cur.execute(text)
             loaded.append(os.path.basename(path))
     return "-- create schema %s and load %s from %s" % (quoted_ns, ", ".join(loaded), share_dir)
+
+
+def preload_schemas(cluster, nodes, share_dir=None):
+    """Load the schema on several new nodes at the same time, each in the open
+    transaction of its connection, for the INIT CLUSTER / STORE NODE steps that follow
+    to use (:func:`install_schema` finds it). Loading is most of what creating a node
+    costs, and each node loads on its own server. A node whose load fails is left to
+    the serial path, which reports the error."""
+    nodes = [n for n in nodes if n not in cluster.preloaded_schemas]
+    if len(nodes) < 2:
+        return
+    cluster.open_all(nodes)
+    ready = {}
+    for node in nodes:
+        try:
+            if cluster.state(node)[0] == NODE_NO_SCHEMA:
+                ready[node] = cluster.connection(node, check_identity=False)
+        except SlonyError:
+            continue
+    results = {}
+
+    def work(node):
+        try:
+            results[node] = install_schema(cluster, node, share_dir)
+        except Exception:  # pylint: disable=broad-except
+            results[node] = None
+
+    threads = [threading.Thread(target=work, args=(node,)) for node in ready]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for node, conn in ready.items():
+        if results.get(node) is None:
+            conn.rollback()
+        else:
+            cluster.preloaded_schemas[node] = results[node]

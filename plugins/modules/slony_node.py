@@ -22,6 +22,9 @@ description:
   - With I(state=absent) the node is dropped from the cluster (C(DROP NODE)) and, when its
     database is reachable, Slony is uninstalled from it (C(UNINSTALL NODE)).
   - The catalog is read first; nothing is done when the node is already as requested.
+  - With I(nodes), several nodes in one task, in id order. On a new cluster the lowest
+    id is initialised and the others are stored through it. Check mode shows that
+    order too. The new nodes load the Slony schema at the same time.
 author:
   - Dany Slony developers (@dany-slony)
 extends_documentation_fragment:
@@ -40,8 +43,21 @@ options:
   id:
     description:
       - Id of the node. It must have an entry in I(admin_conninfo).
+      - Exactly one of I(id) and I(nodes) is required.
     type: int
-    required: true
+  nodes:
+    description:
+      - Several nodes at once, instead of I(id). Only with I(state=present).
+    type: list
+    elements: dict
+    suboptions:
+      id:
+        description: Id of the node. It must have an entry in I(admin_conninfo).
+        type: int
+        required: true
+      comment:
+        description: As the module's I(comment).
+        type: str
   state:
     description:
       - C(present) makes the node an active node of the cluster, C(absent) removes it.
@@ -88,6 +104,16 @@ EXAMPLES = r'''
     id: 2
     comment: Replica in Lyon
 
+- name: Create nodes 1 to 3 in one task (node 1 initialises the cluster)
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    nodes:
+      - id: 1
+        comment: Primary in Paris
+      - id: 2
+      - id: 3
+
 - name: Remove node 3 (drop it from the cluster, uninstall Slony from its database)
   dany.slony.slony_node:
     cluster_name: shop
@@ -98,14 +124,18 @@ EXAMPLES = r'''
 
 RETURN = r'''
 before:
-  description: The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
+  description:
+    - The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
+    - With I(nodes), a list of these, in the order of I(nodes).
   returned: always
-  type: dict
+  type: raw
   sample: {"id": 2, "state": "absent"}
 after:
-  description: The node as it is after the run (in check mode, as it would be).
+  description:
+    - The node as it is after the run (in check mode, as it would be).
+    - With I(nodes), a list of these, in the order of I(nodes).
   returned: always
-  type: dict
+  type: raw
   sample: {"id": 2, "state": "present", "comment": "Replica in Lyon", "active": true, "failed": false}
 queries:
   description:
@@ -128,22 +158,34 @@ events:
   sample: [{"origin": 1, "seqno": 5000000004, "type": "STORE_NODE"}, {"origin": 1, "seqno": 5000000005, "type": "ENABLE_NODE"}]
 '''
 
+from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.nodes import (
-    plan_node_absent, plan_node_present)
+    plan_node_absent, plan_node_present, plan_nodes_present)
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 
 
 def main():
     slony = SlonyModule(dict(
-        id=dict(type="int", required=True),
+        id=dict(type="int"),
+        nodes=dict(type="list", elements="dict", options=dict(
+            id=dict(type="int", required=True),
+            comment=dict(type="str"),
+        )),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         comment=dict(type="str"),
         event_node=dict(type="int"),
-    ))
+    ), mutually_exclusive=[("id", "nodes"), ("nodes", "comment")],
+        required_one_of=[("id", "nodes")])
     params = slony.params
 
     def planner(cluster):
-        if params["state"] == "present":
+        if params["nodes"] is not None:
+            if params["state"] != "present":
+                raise SlonyError("nodes: only with state=present; remove nodes one at a "
+                                 "time (id, state=absent)")
+            plan, before, after = plan_nodes_present(cluster, params["nodes"],
+                                                     params["event_node"])
+        elif params["state"] == "present":
             plan, before, after = plan_node_present(cluster, params["id"], params["comment"],
                                                     params["event_node"])
         else:

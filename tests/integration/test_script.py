@@ -67,7 +67,7 @@ def state(db):
 def run_ddl_playbook(db, tmp_path, check=False, **extra_vars):
     """playbooks/ddl.yml against an inventory of the test cluster (3 local hosts)."""
     inventory = tmp_path / "inventory.json"
-    hosts = {"node%d" % n: {"slony_node_id": n, "slony_admin_conninfo": db.conninfo(n),
+    hosts = {"node%d" % n: {"slony_node_id": n, "slony_conninfo": db.conninfo(n),
                             "ansible_connection": "local",
                             "ansible_python_interpreter": str(REPO_ROOT / ".venv/bin/python")}
              for n in ALL}
