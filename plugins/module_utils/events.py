@@ -153,22 +153,8 @@ having coalesce(max(c.con_seqno), 0) < %(seqno)s
 """
 
 
-# A node writes its own confirmation in the transaction that processes the event.
-_OWN_CONFIRM = """
-select coalesce(max(con_seqno), 0) from {ns}.sl_confirm
- where con_origin = %s and con_received = %s
-"""
-
-
-def lagging_nodes(cluster, event, confirmers=None, wait_on=None, unreachable=None):
-    """[(node, confirmed seqno)] of the nodes that have not confirmed ``event`` yet.
-
-    The ``wait_on`` node (default: the origin) says which nodes must confirm and which
-    it has seen confirm. A node it has not seen confirm yet is then asked itself, when it
-    is an admin node: its own catalog knows as soon as it has processed the event, before
-    the confirmation travels back (which can take one of slon's 10 s sleeps). Nodes that
-    cannot be reached are added to ``unreachable`` and not asked again.
-    """
+def lagging_nodes(cluster, event, confirmers=None, wait_on=None):
+    """[(node, confirmed seqno)] of the nodes that have not confirmed ``event`` yet."""
     wait_on = event.origin if wait_on is None else wait_on
     params = {"origin": event.origin, "seqno": event.seqno}
     if confirmers is None:
@@ -178,22 +164,7 @@ def lagging_nodes(cluster, event, confirmers=None, wait_on=None, unreachable=Non
         params["nodes"] = sorted(n for n in confirmers if n != event.origin)
         if not params["nodes"]:
             return []
-    behind = [tuple(r) for r in
-              cluster.fetch(wait_on, sql.SQL(query).format(ns=cluster.ns), params)]
-    unreachable = set() if unreachable is None else unreachable
-    still = []
-    for node, seen in behind:
-        if node != wait_on and cluster.has_node(node) and node not in unreachable:
-            try:
-                own = cluster.fetch(node, sql.SQL(_OWN_CONFIRM).format(ns=cluster.ns),
-                                    (event.origin, node))[0][0]
-            except SlonyError:
-                unreachable.add(node)
-            else:
-                if own >= event.seqno:
-                    continue
-        still.append((node, seen))
-    return still
+    return [tuple(r) for r in cluster.fetch(wait_on, sql.SQL(query).format(ns=cluster.ns), params)]
 
 
 def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wait_on=None,
@@ -208,9 +179,8 @@ def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wai
     """
     deadline = clock() + timeout
     delays = poll_delays(interval)
-    unreachable = set()
     while True:
-        behind = lagging_nodes(cluster, event, confirmers, wait_on, unreachable)
+        behind = lagging_nodes(cluster, event, confirmers, wait_on)
         if not behind:
             return
         if clock() >= deadline:

@@ -39,15 +39,12 @@ class FakeCluster:
     namespace = "_shop"
     ns = sql.Identifier("_shop")
 
-    def __init__(self, lag, slon=None, admin_nodes=(1, 2, 3), own=None):
+    def __init__(self, lag, slon=None, admin_nodes=(1, 2, 3)):
         self.lag = list(lag)
         self.slon = dict(slon or {})
         self.admin_nodes = set(admin_nodes)
-        # node -> what its own catalog says it confirmed (a number, or an error to raise)
-        self.own = dict(own or {})
         self.polls = []
         self.slon_checks = []
-        self.own_checks = []
         self.queries = [{"node": 1, "sql": "select \"_shop\".storenode(2, 'x')"}]
 
     def has_node(self, node):
@@ -59,12 +56,6 @@ class FakeCluster:
             self.polls.append((node, dict(params)))
             rows = self.lag[0] if len(self.lag) == 1 else self.lag.pop(0)
             return [list(r) for r in rows]
-        if len(params) == 2:  # lagging_nodes asks a lagging node itself
-            self.own_checks.append(node)
-            own = self.own.get(node, 0)
-            if isinstance(own, Exception):
-                raise own
-            return [(own,)]
         self.slon_checks.append((node, params))
         state = self.slon[node]
         if isinstance(state, Exception):
@@ -213,21 +204,3 @@ def test_poll_delays_grow_to_the_interval_and_stay():
     assert seen == sorted(seen)
     assert seen[-1] == 0.1 and seen[-2] == 0.1
     assert next(poll_delays(0.01, first=0.02)) == 0.01
-
-
-def test_a_node_whose_own_catalog_has_processed_the_event_is_not_behind():
-    # Node 1 (the origin) has not seen node 2's confirmation yet, but node 2 has
-    # processed the event; node 3 has not. Node 4 has no admin conninfo: not asked.
-    cluster = FakeCluster([[(2, 5000000009), (3, 0), (4, 0)]],
-                          own={2: 5000000010, 3: 5000000009}, admin_nodes=(1, 2, 3))
-    assert lagging_nodes(cluster, EVENT) == [(3, 0), (4, 0)]
-    assert cluster.own_checks == [2, 3]
-
-
-def test_an_unreachable_lagging_node_is_asked_once_per_wait():
-    cluster = FakeCluster([[(3, 0)], [(3, 0)], []],
-                          own={3: SlonyError("cannot connect to node 3")}, slon={1: True})
-    clock = FakeClock()
-    wait_for_event(cluster, EVENT, timeout=30, clock=clock.clock, sleep=clock.sleep)
-    assert cluster.own_checks == [3]
-    assert len(cluster.polls) == 3
