@@ -58,6 +58,27 @@ select exists (select 1 from pg_catalog.pg_namespace where nspname = %s),
 """
 
 
+def in_parallel(function, items):
+    """``{item: (function(item), None) or (None, exception)}``, one thread per item.
+
+    For work that waits on a different server per item (connecting, loading a schema).
+    """
+    results = {}
+
+    def work(item):
+        try:
+            results[item] = (function(item), None)
+        except Exception as exc:  # pylint: disable=broad-except
+            results[item] = (None, exc)
+
+    threads = [threading.Thread(target=work, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 class Cluster:
     """Connections to the nodes of one cluster, plus the log of what was executed."""
 
@@ -136,25 +157,19 @@ class Cluster:
                 and (self._conns.get(n) is None or self._conns[n].closed)]
         if len(todo) < 2:
             return
-        results = {}
 
         def work(node):
-            conn = None
+            conn = self._open(node)
             try:
-                conn = self._open(node)
-                results[node] = (conn, self._probe_state(node, conn), None)
-            except Exception as exc:  # pylint: disable=broad-except
-                if conn is not None:
-                    conn.close()
-                results[node] = (None, None, exc)
+                return conn, self._probe_state(node, conn)
+            except Exception:
+                conn.close()
+                raise
 
-        threads = [threading.Thread(target=work, args=(node,)) for node in todo]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = in_parallel(work, todo)
         for node in todo:
-            conn, state, exc = results[node]
+            value, exc = results[node]
+            conn, state = value if exc is None else (None, None)
             if exc is None:
                 self._conns[node], self.node_state[node] = conn, state
             elif isinstance(exc, SlonyError):

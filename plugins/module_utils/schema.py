@@ -10,7 +10,6 @@ __metaclass__ = type
 import glob
 import os
 import re
-import threading
 
 try:
     import psycopg2
@@ -18,7 +17,7 @@ try:
 except ImportError:  # pragma: no cover
     psycopg2 = sql = None
 
-from .cluster import NODE_NO_SCHEMA
+from .cluster import NODE_NO_SCHEMA, in_parallel
 from .errors import SlonyError
 
 # Where distributions put the SQL files: Debian/Ubuntu, then PGDG RPMs, then source builds.
@@ -145,21 +144,10 @@ def preload_schemas(cluster, nodes, share_dir=None):
                 ready[node] = cluster.connection(node, check_identity=False)
         except SlonyError:
             continue
-    results = {}
-
-    def work(node):
-        try:
-            results[node] = install_schema(cluster, node, share_dir)
-        except Exception:  # pylint: disable=broad-except
-            results[node] = None
-
-    threads = [threading.Thread(target=work, args=(node,)) for node in ready]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = in_parallel(lambda node: install_schema(cluster, node, share_dir), list(ready))
     for node, conn in ready.items():
-        if results.get(node) is None:
+        loaded, exc = results[node]
+        if exc is not None:
             conn.rollback()
         else:
-            cluster.preloaded_schemas[node] = results[node]
+            cluster.preloaded_schemas[node] = loaded
