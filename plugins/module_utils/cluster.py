@@ -26,6 +26,7 @@ import threading
 from .conninfo import Redactor, conninfo_secrets, parse_conninfo, redact_conninfo
 from .errors import SlonyError
 from .names import cluster_namespace, validate_node_id
+from .waits import Pending, poll_until, timeout_message
 
 DEFAULT_CONNECT_TIMEOUT = 10
 APPLICATION_NAME = "dany.slony"
@@ -281,12 +282,46 @@ class Cluster:
     _lock_conn = None
     lock_node = None
 
-    def acquire_run_lock(self, timeout, interval=0.1, clock=None, sleep=None):
-        import time  # pylint: disable=import-outside-toplevel
-        clock = clock or time.monotonic
-        sleep = sleep or time.sleep
+    def acquire_run_lock(self, timeout, clock=None):
+        """Take the run lock, waiting at most ``timeout`` seconds for another run."""
         if self._lock_conn is not None:
             return self.lock_node
+        node, conn = self._run_lock_connection()
+        try_lock = ("select pg_try_advisory_lock(%s, hashtext(%s))",
+                    (self.RUN_LOCK_CLASS, self.namespace))
+
+        def probe():
+            with conn.cursor() as cur:
+                cur.execute(*try_lock)
+                if cur.fetchone()[0]:
+                    return node
+            return Pending(note=None)
+
+        def on_timeout(pending):
+            with conn.cursor() as cur:
+                cur.execute(
+                    "select string_agg(a.pid || ' (' || coalesce(a.application_name, '')"
+                    " || ', since ' || a.backend_start::text || ')', ', ')"
+                    " from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+                    " where l.locktype = 'advisory' and l.granted"
+                    " and l.classid = %s::oid", (self.RUN_LOCK_CLASS,))
+                holder = cur.fetchone()[0]
+            conn.close()
+            return SlonyError(timeout_message(
+                "the run lock of cluster %s" % self.name, timeout,
+                note="another run is changing the cluster (it holds the run lock on node %d: "
+                     "backend %s)" % (node, holder or "unknown")), node=node)
+
+        try:
+            self.lock_node = poll_until(probe, timeout, on_timeout, clock=clock)
+        except psycopg2.Error as exc:
+            conn.close()
+            raise self.error(node, exc, doing="take the run lock")
+        self._lock_conn = conn
+        return node
+
+    def _run_lock_connection(self):
+        """(node, autocommit connection) on the lowest-numbered node that answers."""
         errors = []
         for node in self.nodes():
             params = parse_conninfo(self.admin_conninfo[node], "admin_conninfo for node %d" % node)
@@ -298,28 +333,7 @@ class Cluster:
                 errors.append("node %d: %s" % (node, str(exc).strip().splitlines()[0]))
                 continue
             conn.autocommit = True
-            deadline = clock() + timeout
-            with conn.cursor() as cur:
-                while True:
-                    cur.execute("select pg_try_advisory_lock(%s, hashtext(%s))",
-                                (self.RUN_LOCK_CLASS, self.namespace))
-                    if cur.fetchone()[0]:
-                        self._lock_conn, self.lock_node = conn, node
-                        return node
-                    if clock() >= deadline:
-                        cur.execute(
-                            "select string_agg(a.pid || ' (' || coalesce(a.application_name, '')"
-                            " || ', since ' || a.backend_start::text || ')', ', ')"
-                            " from pg_locks l join pg_stat_activity a on a.pid = l.pid"
-                            " where l.locktype = 'advisory' and l.granted"
-                            " and l.classid = %s::oid", (self.RUN_LOCK_CLASS,))
-                        holder = cur.fetchone()[0]
-                        conn.close()
-                        raise SlonyError(
-                            "another run is changing cluster %s (it holds the run lock on "
-                            "node %d: backend %s); waited %ss for it to finish"
-                            % (self.name, node, holder or "unknown", timeout), node=node)
-                    sleep(interval)
+            return node, conn
         raise SlonyError("cannot take the run lock of cluster %s: no node is reachable (%s)"
                          % (self.name, self.redactor.text("; ".join(errors))))
 

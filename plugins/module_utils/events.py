@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import time
 from collections import namedtuple
 
 try:
@@ -16,23 +15,10 @@ try:
 except ImportError:  # pragma: no cover
     psycopg2 = sql = None
 
-from .errors import SlonyError
+from .waits import (DEFAULT_TIMEOUT, Behind, Pending, poll_until, slon_state,  # noqa: F401
+                    timeout_error)
 
 Event = namedtuple("Event", "origin seqno type")
-
-# Slonik polls once a second; we poll faster so that short waits end sooner: the first
-# poll again after FIRST_POLL seconds, then 1.5 times later each time, up to POLL_INTERVAL.
-POLL_INTERVAL = 0.1
-FIRST_POLL = 0.02
-DEFAULT_TIMEOUT = 300
-
-
-def poll_delays(interval=POLL_INTERVAL, first=FIRST_POLL):
-    """The pauses between polls: short at first (most waits are short), then ``interval``."""
-    delay = min(first, interval)
-    while True:
-        yield delay
-        delay = min(delay * 1.5, interval)
 
 
 def event_dict(event):
@@ -108,30 +94,6 @@ def _first_line(text):
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-_NODELOCK_QUERY = """
-select exists (
-  select 1 from {ns}.sl_nodelock
-   where nl_nodeid = {ns}.getLocalNodeId(%s)
-     and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid))
-"""
-
-
-def slon_state(cluster, node):
-    """'running', 'not running', or why we could not tell, for ``node``'s slon.
-
-    A slon registers its backend in ``sl_nodelock`` on its own node when it starts;
-    the registration is live while that backend is (the test FAILOVER uses).
-    """
-    if not cluster.has_node(node):
-        return "unknown (no admin_conninfo for node %d)" % node
-    try:
-        row = cluster.fetch(node, sql.SQL(_NODELOCK_QUERY).format(ns=cluster.ns),
-                            (cluster.namespace,))
-    except SlonyError as exc:
-        return "unknown (%s)" % exc.message
-    return "running" if row[0][0] else "not running"
-
-
 _LAGGING_ALL = """
 select n.no_id, coalesce(max(c.con_seqno), 0)
   from {ns}.sl_node n
@@ -168,37 +130,30 @@ def lagging_nodes(cluster, event, confirmers=None, wait_on=None):
 
 
 def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wait_on=None,
-                   interval=POLL_INTERVAL, clock=time.monotonic, sleep=time.sleep):
+                   clock=None):
     """Wait until ``event`` is confirmed by ``confirmers`` (default: every active node).
 
     Like slonik's WAIT FOR EVENT, but the poll is a LEFT JOIN (a node with no
-    confirmation at all is behind, not done), it polls every ``interval`` seconds,
-    and it gives up after ``timeout`` seconds with an error naming each node that
-    is behind and the state of its slon daemon. Polls are short at first, then every
-    ``interval`` seconds (:func:`poll_delays`).
+    confirmation at all is behind, not done), it polls through the waiter
+    (:func:`waits.poll_until`), and it gives up after ``timeout`` seconds with an
+    error naming each node that is behind and the state of its slon daemon.
     """
-    deadline = clock() + timeout
-    delays = poll_delays(interval)
-    while True:
+    waiting = event.origin if wait_on is None else wait_on
+
+    def probe():
         behind = lagging_nodes(cluster, event, confirmers, wait_on)
         if not behind:
-            return
-        if clock() >= deadline:
-            raise timeout_error(cluster, event, behind, timeout)
-        sleep(next(delays))
+            return event
+        return Pending([Behind(node, "confirmed up to %s" % (seqno or "nothing"))
+                        for node, seqno in behind])
 
+    def on_timeout(pending):
+        own = slon_state(cluster, waiting)
+        if own != "running":
+            # The waiting node learns of confirmations through its own slon.
+            pending.note = ("the slon of node %d, which collects the confirmations, is %s"
+                            % (waiting, own))
+        return timeout_error(cluster, goal, timeout, pending)
 
-def timeout_error(cluster, event, behind, timeout):
-    parts = []
-    for node, confirmed in behind:
-        parts.append("node %d (confirmed up to %s; slon %s)" % (
-            node, confirmed or "nothing", slon_state(cluster, node)))
-    origin_slon = slon_state(cluster, event.origin)
-    if origin_slon != "running":
-        # The waiting node learns of confirmations through its own slon.
-        parts.append("and node %d's own slon, which collects the confirmations, is %s"
-                     % (event.origin, origin_slon))
-    return SlonyError(
-        "timed out after %ss waiting for event %s (%s) of node %d to be confirmed by %s" % (
-            timeout, event.seqno, event.type, event.origin, ", ".join(parts)),
-        node=behind[0][0], queries=cluster.queries)
+    goal = "event %s (%s) of node %d to be confirmed" % (event.seqno, event.type, event.origin)
+    return poll_until(probe, timeout, on_timeout, clock=clock)

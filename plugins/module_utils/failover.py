@@ -43,9 +43,10 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .conninfo import parse_conninfo, redact_conninfo
 from .errors import SlonyError
-from .events import (DEFAULT_TIMEOUT, POLL_INTERVAL, Event, slon_state, submit_event,
+from .waits import DEFAULT_TIMEOUT, POLL_INTERVAL
+from .events import (Event, slon_state, submit_event,
                      wait_for_event)
-from .plan import CALLBACK, WAIT, Plan, Step, execute_plan, function_call
+from .plan import CALLBACK, WAIT, Plan, Planned, Step, execute_plan, function_call
 
 # -- pure logic (unit tested) ---------------------------------------------------------
 
@@ -316,8 +317,8 @@ class FailoverRun:
         candidate = node in self.candidates
         query = function_call(ns, "preFailover", (self.failed, candidate))
 
-        def run(cluster, step, share_dir):
-            del share_dir
+        def run(cluster, step, ctx):
+            del ctx
             # slonik reads the slon's backend under sl_config_lock and calls preFailover
             # in the same transaction: the slon cannot re-register in between.
             conn = cluster.connection(step.node)
@@ -380,8 +381,8 @@ class FailoverRun:
         return dict((node, _fetch(self.cluster, node, _MAX_SEQNO, (self.failed,))[0][0])
                     for node in self.survivors)
 
-    def promote(self, cluster, step, share_dir):
-        del step, share_dir
+    def promote(self, cluster, step, ctx):
+        del step, ctx
         self.wait_for_restarts()
         seqnos = self.seqnos()
         target, seqno = choose_temporary_backup(self.backup, seqnos, self.candidates)
@@ -422,20 +423,20 @@ class FailoverRun:
                     exc.message, self.failed, self.seqno, target, self._resume_hint()),
                 node=exc.node, queries=self.cluster.queries)
 
-    def finish(self, cluster, step, share_dir):
-        del step, share_dir
+    def finish(self, cluster, step, ctx):
+        del step, ctx
         self.wait_failover_confirmed()
         target = self.temporary_backup
         query = function_call(cluster.ns, "failedNode3", (self.failed, target, self.seqno))
         return submit_event(cluster, target, query, (self.failed, target, self.seqno))
 
-    def wait_confirmed_only(self, cluster, step, timeout):
-        del cluster, step, timeout
+    def wait_confirmed_only(self, cluster, step, ctx):
+        del cluster, step, ctx
         self.wait_failover_confirmed()
 
     # -- step 6: move the sets from the temporary backup to the backup -----------------
-    def move_sets(self, cluster, step, share_dir):
-        del step, share_dir
+    def move_sets(self, cluster, step, ctx):
+        del step, ctx
         target = self.temporary_backup
         if target is None or target == self.backup:
             return []
@@ -478,13 +479,12 @@ class FailoverRun:
             time.sleep(POLL_INTERVAL)
 
     # -- DROP NODE --------------------------------------------------------------------
-    def drop_failed_node(self, cluster, step, share_dir):
+    def drop_failed_node(self, cluster, step, ctx):
         del step
         from .nodes import plan_node_absent  # DROP NODE as slony_node plans it
-        plan, dummy_before, dummy_after = plan_node_absent(cluster, self.failed,
-                                                           event_node=self.backup)
+        plan = plan_node_absent(cluster, self.failed, event_node=self.backup).plan
         return execute_plan(cluster, plan, wait_enabled=self.wait_enabled,
-                            timeout=self.timeout, share_dir=share_dir)
+                            timeout=self.timeout, share_dir=ctx.share_dir, clock=ctx.clock)
 
 
 # -- planning -----------------------------------------------------------------------
@@ -558,13 +558,11 @@ def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
                 plan.add(Step(WAIT, backup, "wait until node(s) %s have processed the DROP NODE "
                               "of node %d" % (", ".join(map(str, still_known)), failed),
                               confirmers=still_known))
-            return plan, before, after, extra
+            return Planned(plan, before, after, extra)
         if drop_failed:
             from .nodes import plan_node_absent
-            dropped, dummy_before, dummy_after = plan_node_absent(cluster, failed,
-                                                                  event_node=backup)
-            plan.extend(dropped.steps)
-        return plan, before, after, extra
+            plan.extend(plan_node_absent(cluster, failed, event_node=backup).plan.steps)
+        return Planned(plan, before, after, extra)
 
     # Something is left to do: the failed node must really be lost, and the failover must
     # be able to complete.
@@ -660,7 +658,7 @@ def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
                       slonik="drop node (id = %d, event node = %d);" % (failed, backup),
                       query=function_call(ns, "dropNode", ([failed],)), params=([failed],),
                       function="dropNode", args=([failed],), run=run.drop_failed_node))
-    return plan, before, after, extra
+    return Planned(plan, before, after, extra)
 
 
 def _check_slons(cluster, snaps, survivors, failed, slon_wait=0):

@@ -17,7 +17,7 @@ from .catalog import Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
-from .plan import CALLBACK, EVENT, INIT_NODE, Plan, Step, call, wait
+from .plan import CALLBACK, EVENT, INIT_NODE, Plan, Planned, Step, call, wait
 
 
 def _q(text):
@@ -99,7 +99,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                               "set the comment of node %d" % node,
                               slonik="store node (id = %d, comment = %s, event node = %d);"
                               % (node, _q(comment), node)))
-            return plan, before, dict(before, comment=comment)
+            return Planned(plan, before, dict(before, comment=comment))
         if state[0] == NODE_UNINITIALIZED:
             plan.add(_drop_schema_step(
                 cluster, node, "remove the half-loaded schema of an interrupted initialisation"))
@@ -111,8 +111,8 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                       params=(node, comment, node),
                       function="initializeLocalNode", args=(node, comment)))
         before = {"id": node, "state": "absent"}
-        return plan, before, {"id": node, "state": "present", "comment": comment,
-                              "active": True, "failed": False}
+        return Planned(plan, before, {"id": node, "state": "present", "comment": comment,
+                              "active": True, "failed": False})
 
     # A node this plan creates first has nothing in its catalog yet but itself.
     snap = Snapshot(event) if event in planned else read_snapshot(cluster, event)
@@ -134,7 +134,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                           "set the comment of node %d" % node,
                           slonik="store node (id = %d, comment = %s, event node = %d);"
                           % (node, _q(comment), event)))
-        return plan, before, after
+        return Planned(plan, before, after)
 
     if known:
         raise SlonyError(
@@ -172,7 +172,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                   function="storeNode", args=(node, comment)))
     # No wait afterwards: the other nodes learn about the new node through the event
     # node's slon, which needs the paths that are stored next (slony_path waits).
-    return plan, before, after
+    return Planned(plan, before, after)
 
 
 def plan_nodes_present(cluster, entries, event_node=None):
@@ -197,13 +197,13 @@ def plan_nodes_present(cluster, entries, event_node=None):
     by_id = dict((entry["id"], entry) for entry in entries)
     plan, views, planned = Plan(), {}, []
     for node in sorted(ids):
-        one, before, after = plan_node_present(cluster, node, by_id[node].get("comment"),
+        one, before, after, dummy = plan_node_present(cluster, node, by_id[node].get("comment"),
                                                event_node, planned=tuple(planned))
         plan.extend(one.steps)
         views[node] = (before, after)
         if any(s.function in ("initializeLocalNode",) for s in one.steps):
             planned.append(node)
-    return plan, [views[n][0] for n in ids], [views[n][1] for n in ids]
+    return Planned(plan, [views[n][0] for n in ids], [views[n][1] for n in ids])
 
 
 def _drop_schema_step(cluster, node, description):
@@ -215,7 +215,7 @@ def _drop_schema_step(cluster, node, description):
 _EVENT_HEADS = "select ev_origin, max(ev_seqno) from {ns}.sl_event group by ev_origin"
 
 
-def _store_node_locally(cluster, step, share_dir):
+def _store_node_locally(cluster, step, ctx):
     """STORE NODE's work on the new node, in one transaction (slonik's order)."""
     from .schema import install_schema
     node, comment, event = step.args
@@ -255,7 +255,7 @@ def _store_node_locally(cluster, step, share_dir):
                 "insert into {}.sl_confirm (con_origin, con_received, con_seqno, con_timestamp)"
                 " values (%s, %s, %s, current_timestamp)").format(ns), (origin, node, seqno)))
     try:
-        loaded = install_schema(cluster, node, share_dir)
+        loaded = install_schema(cluster, node, ctx.share_dir)
         texts = [loaded]
         with conn.cursor() as cur:
             cur.execute(sql.SQL("lock table {ns}.sl_event_lock, {ns}.sl_config_lock")
@@ -327,14 +327,14 @@ def plan_node_absent(cluster, node, event_node=None):
                           slonik="uninstall node (id = %d);" % node,
                           query=sql.SQL("drop schema {} cascade").format(ns),
                           function="uninstallNode", args=(node,), run=_uninstall_if_present))
-        return plan, before, after
+        return Planned(plan, before, after)
 
     if own is not None and own[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED):
         plan.add(Step(CALLBACK, node, "uninstall Slony from node %d" % node,
                       slonik="uninstall node (id = %d);" % node,
                       query=sql.SQL("drop schema {} cascade").format(ns),
                       function="uninstallNode", args=(node,), run=_uninstall_if_present))
-    return plan, before, after
+    return Planned(plan, before, after)
 
 
 def _uninstall_if_present(cluster, step, share_dir, attempts=30, pause=1.0):

@@ -12,7 +12,7 @@ from .conninfo import parse_conninfo, redact_conninfo
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .names import validate_node_id
-from .plan import Plan, call, wait
+from .plan import Plan, Planned, call, wait
 
 DEFAULT_CONNRETRY = 10
 
@@ -144,4 +144,4 @@ def plan_paths(cluster, paths):
     for client in sorted(set(step.node for step in plan.steps)):
         plan.add(wait(client, "wait until every node has confirmed the path changes of "
                               "node %d" % client))
-    return plan, before, after
+    return Planned(plan, before, after)

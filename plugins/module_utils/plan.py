@@ -18,9 +18,11 @@ try:
 except ImportError:  # pragma: no cover
     sql = None
 
-from .events import (DEFAULT_TIMEOUT, Event, execute, submit_event, submit_events,
-                     wait_for_event)
+from collections import namedtuple
+
+from .events import Event, execute, submit_event, submit_events, wait_for_event
 from .errors import SlonyError
+from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK
 
 # Step kinds.
 EVENT = "event"          # stored function creating events: locks + call + commit
@@ -32,6 +34,26 @@ CALLBACK = "callback"    # work whose statements depend on what is read at run t
 # At most this many calls of one batch share a transaction (each SET ADD TABLE takes an
 # ACCESS EXCLUSIVE lock on its table, and the lock table is shared and finite).
 BATCH_LIMIT = 500
+
+
+class Planned(namedtuple("Planned", "plan before after extra")):
+    """What every planner returns: the :class:`Plan`, the managed objects before and
+    after it (``after`` is what the plan leads to), and module-specific results."""
+
+    __slots__ = ()
+
+    def __new__(cls, plan, before=None, after=None, extra=None):
+        return super(Planned, cls).__new__(cls, plan, before, after, dict(extra or {}))
+
+
+class RunContext:
+    """What a step's runner gets besides the cluster: the caller's ``timeout``
+    (``wait_timeout``), the Slony ``share_dir`` and the :class:`waits.Clock`."""
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT, share_dir=None, clock=None):
+        self.timeout = timeout
+        self.share_dir = share_dir
+        self.clock = clock or SYSTEM_CLOCK
 
 
 class Step:
@@ -49,11 +71,17 @@ class Step:
     event's origin). EVENT steps with the same ``batch`` key, one after the other on
     one node, are submitted in one transaction, as slonik submits the SET ADD TABLE
     calls of one command.
+
+    ``run(cluster, step, ctx)`` (ctx: :class:`RunContext`) is the runner of a
+    CALLBACK step (it returns the events it created) or of a WAIT step with a
+    condition of its own. ``loads_schema`` says that the step loads the Slony schema
+    on its node (the executor then loads the schemas of several new nodes in parallel
+    before it starts).
     """
 
     def __init__(self, kind, node, description, slonik=None, query=None, params=None,
                  function=None, args=None, confirmers=None, run=None, required=False,
-                 wait_on=None, batch=None):
+                 wait_on=None, batch=None, loads_schema=None):
         self.kind = kind
         self.node = node
         self.description = description
@@ -63,9 +91,8 @@ class Step:
         self.function = function
         self.args = tuple(args or ())
         self.confirmers = confirmers
-        # CALLBACK steps: run(cluster, step, share_dir) -> [Event];
-        # WAIT steps with a condition of their own: run(cluster, step, timeout).
         self.run = run
+        self.loads_schema = kind == INIT_NODE if loads_schema is None else loads_schema
         self.required = required
         self.wait_on = wait_on
         self.batch = batch
@@ -161,11 +188,11 @@ def last_config_event(cluster, node):
     return Event(*rows[0]) if rows else None
 
 
-def _run_init_node(cluster, step, share_dir):
+def _run_init_node(cluster, step, ctx):
     from .schema import install_schema  # local: only init needs the files
     conn = cluster.connection(step.node, check_identity=False)
     try:
-        loaded = install_schema(cluster, step.node, share_dir)
+        loaded = install_schema(cluster, step.node, ctx.share_dir)
     except Exception:
         conn.rollback()
         cluster.discard(step.node)
@@ -195,44 +222,48 @@ def _batches(steps):
         index = end
 
 
-def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, share_dir=None):
+def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, share_dir=None,
+                 clock=None):
     """Run every step in order; return the events created. Stops at the first error.
 
     With ``wait_enabled`` false, completion waits are skipped; preconditions
-    (``Step.required``) still run.
+    (``Step.required``) still run. Every wait gets ``timeout`` seconds.
     """
+    ctx = RunContext(timeout, share_dir, clock)
     events = []
-    loads = [s.node for s in plan.steps if s.kind == INIT_NODE
-             or (s.kind == CALLBACK and s.function == "initializeLocalNode")]
+    loads = [s.node for s in plan.steps if s.loads_schema]
     if len(loads) > 1:
         from .schema import preload_schemas  # local: only new nodes need the files
         preload_schemas(cluster, loads, share_dir)
     for run in _batches(plan.steps):
         step = run[0]
         if step.kind == WAIT:
-            if not wait_enabled and not step.required:
-                continue
-            if step.run is not None:
-                step.run(cluster, step, timeout)
-                continue
-            mine = [e for e in events if e.origin == step.node]
-            target = mine[-1] if mine else last_config_event(cluster, step.node)
-            if target is not None:
-                wait_for_event(cluster, target, step.confirmers, timeout=timeout,
-                               wait_on=step.wait_on)
+            if wait_enabled or step.required:
+                _run_wait(cluster, step, events, ctx)
         elif step.kind == EVENT:
             events.extend(submit_events(cluster, step.node,
                                         [(s.query, s.params) for s in run]))
         elif step.kind == EXEC:
             execute(cluster, step.node, step.query, step.params)
         elif step.kind == INIT_NODE:
-            events.extend(_run_init_node(cluster, step, share_dir))
+            events.extend(_run_init_node(cluster, step, ctx))
         elif step.kind == CALLBACK:
-            events.extend(step.run(cluster, step, share_dir) or [])
+            events.extend(step.run(cluster, step, ctx) or [])
         else:
             raise SlonyError("internal error: unknown step kind %r" % step.kind)
     return events
 
 
-__all__ = ["Step", "Plan", "call", "wait", "execute_plan", "render_step", "BATCH_LIMIT",
+def _run_wait(cluster, step, events, ctx):
+    if step.run is not None:
+        step.run(cluster, step, ctx)
+        return
+    mine = [e for e in events if e.origin == step.node]
+    target = mine[-1] if mine else last_config_event(cluster, step.node)
+    if target is not None:
+        wait_for_event(cluster, target, step.confirmers, timeout=ctx.timeout,
+                       wait_on=step.wait_on, clock=ctx.clock)
+
+
+__all__ = ["Planned", "RunContext", "Step", "Plan", "call", "wait", "execute_plan", "render_step", "BATCH_LIMIT",
            "EVENT", "EXEC", "INIT_NODE", "WAIT", "CALLBACK"]

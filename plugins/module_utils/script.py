@@ -57,7 +57,7 @@ from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .events import submit_event
 from .names import validate_node_id
-from .plan import CALLBACK, Plan, Step, wait
+from .plan import CALLBACK, Plan, Planned, Step, wait
 
 KEY_SCHEMA = "dany_slony"
 KEY_TABLE = "script_log"
@@ -556,9 +556,9 @@ def statement_error(cluster, node, stmt, exc, what):
     return SlonyError(cluster.redactor.text(text), node=node, queries=cluster.queries)
 
 
-def _run_capture(cluster, step, share_dir):
+def _run_capture(cluster, step, ctx):
     """One transaction on the event node: every ddlCapture, then ddlScript_complete."""
-    del share_dir
+    del ctx
     node = step.node
     conn = cluster.connection(node)
     done = []
@@ -584,8 +584,8 @@ def _run_capture(cluster, step, share_dir):
     return []
 
 
-def _run_sync(cluster, step, share_dir):
-    del share_dir
+def _run_sync(cluster, step, ctx):
+    del ctx
     return submit_event(cluster, step.node, step.query, step.params, locks=("sl_event_lock",))
 
 
@@ -673,7 +673,7 @@ def plan_script(cluster, script, event_node=None, only_on=None, key=None, valida
         validate_on_node(cluster, node, statements)
     plan = build_plan(cluster.ns, cluster.name, node, statements, only_on, targets, key=key,
                       source=source, wait_timeout=wait_timeout)
-    return plan, before, after, extra
+    return Planned(plan, before, after, extra)
 
 
 def _already_applied(cluster, key, record, checksum, node, targets, extra):

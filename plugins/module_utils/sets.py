@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover
 from .catalog import read_snapshot
 from .errors import SlonyError
 from .events import Event, wait_for_event
-from .plan import EXEC, WAIT, Plan, Step, call, wait
+from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
 
@@ -54,13 +54,13 @@ def drop_sets_seen(cluster, origin):
     if not others:
         return []
 
-    def run(cluster, step, timeout):
+    def run(cluster, step, ctx):
         query = sql.SQL(_LAST_DROP_SET).format(ns=cluster.ns)
         for other in others:
             seqno = cluster.fetch(other, query, (cluster.namespace,))[0][0]
             if seqno is not None:
                 wait_for_event(cluster, Event(other, seqno, "DROP_SET"), [origin],
-                               timeout=timeout, wait_on=origin)
+                               timeout=ctx.timeout, wait_on=origin, clock=ctx.clock)
     return [Step(WAIT, origin, "wait until node %d has processed the DROP SET events of "
                                "node(s) %s" % (origin, ", ".join(map(str, others))),
                  run=run, required=True)]
@@ -85,7 +85,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
             plan.add(call(ns, origin, "dropSet", (set_id,), "drop set %d" % set_id,
                           slonik="drop set (id = %d, origin = %d);" % (set_id, origin)))
             plan.add(wait(origin, "wait until every node has dropped set %d" % set_id))
-        return plan, before, after
+        return Planned(plan, before, after)
 
     if current is None:
         comment = DEFAULT_COMMENT if comment is None else comment
@@ -96,7 +96,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
                              % (set_id, origin, _q(comment))))
         plan.add(wait(origin, "wait until every node knows set %d" % set_id))
         after = {"id": set_id, "origin": origin, "comment": comment, "locked": False}
-        return plan, before, after
+        return Planned(plan, before, after)
 
     after = dict(before)
     if comment is not None and comment != current.comment:
@@ -109,4 +109,4 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
             plan.add(call(ns, node, "storeSet_int", (set_id, origin, comment),
                           "set the comment of set %d on node %d" % (set_id, node),
                           kind=EXEC))
-    return plan, before, after
+    return Planned(plan, before, after)

@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import time
 
 try:
     from psycopg2 import sql
@@ -17,8 +16,8 @@ except ImportError:  # pragma: no cover
 from .catalog import PENDING_CONNINFO, Subscription, read_snapshot
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
-from .events import POLL_INTERVAL, poll_delays, slon_state
-from .plan import EXEC, WAIT, Plan, Step, call, wait
+from .waits import Behind, Pending, poll_until, slon_state, timeout_error
+from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
 from .sets import caught_up_waits
 
 
@@ -67,24 +66,26 @@ def subscription_complete(cluster, set_id, receiver, provider=None):
     return bool(active and synced and (provider is None or sub_provider == provider))
 
 
-def wait_subscription(cluster, set_id, receiver, provider, timeout, interval=POLL_INTERVAL):
-    deadline = time.monotonic() + timeout
-    delays = poll_delays(interval)
-    while not subscription_complete(cluster, set_id, receiver, provider):
-        if time.monotonic() >= deadline:
-            raise SlonyError(
-                "timed out after %ss waiting for node %d to finish subscribing to set %d from "
-                "node %d (slon of node %d: %s, slon of node %d: %s); the receiver's slon log "
-                "says why the copy does not finish" % (
-                    timeout, receiver, set_id, provider, receiver, slon_state(cluster, receiver),
-                    provider, slon_state(cluster, provider)),
-                node=receiver, queries=cluster.queries)
-        time.sleep(next(delays))
+def wait_subscription(cluster, set_id, receiver, provider, timeout, clock=None):
+    """Wait until ``receiver`` has its copy of ``set_id`` from ``provider``."""
+    def probe():
+        if subscription_complete(cluster, set_id, receiver, provider):
+            return True
+        return Pending([Behind(receiver, "copy of set %d from node %d not finished"
+                               % (set_id, provider))])
+
+    def on_timeout(pending):
+        pending.note = ("the slon of provider node %d is %s; the receiver's slon log says "
+                        "why the copy does not finish" % (provider, slon_state(cluster, provider)))
+        return timeout_error(cluster, "node %d to finish subscribing to set %d from node %d"
+                             % (receiver, set_id, provider), timeout, pending)
+
+    return poll_until(probe, timeout, on_timeout, clock=clock)
 
 
 def completion_wait(set_id, receiver, provider, required=False):
-    def run(cluster, step, timeout):
-        wait_subscription(cluster, set_id, receiver, provider, timeout)
+    def run(cluster, step, ctx):
+        wait_subscription(cluster, set_id, receiver, provider, ctx.timeout, clock=ctx.clock)
     return Step(WAIT, receiver, "wait until node %d has copied set %d from node %d"
                 % (receiver, set_id, provider), run=run, required=required)
 
@@ -125,7 +126,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
     if state == "absent":
         before = sub_view(current) or absent
         if current is None:
-            return plan, before, absent
+            return Planned(plan, before, absent)
         fed = sorted(s.receiver for s in osnap.subscriptions.values()
                      if s.set == set_id and s.provider == receiver and s.receiver not in leaving)
         if fed:
@@ -138,7 +139,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
                       slonik="unsubscribe set (id = %d, receiver = %d);" % (set_id, receiver)))
         plan.add(wait(receiver, "wait until every node knows node %d left set %d"
                       % (receiver, set_id)))
-        return plan, before, absent
+        return Planned(plan, before, absent)
 
     provider = origin if provider is None else provider
     if provider == receiver:
@@ -206,7 +207,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
                       kind=EXEC))
         plan.add(wait(origin, "wait until every node has confirmed the new provider"))
     plan.add(completion_wait(set_id, receiver, provider))
-    return plan, before, after
+    return Planned(plan, before, after)
 
 
 def _feeding_order(entries, origin):
@@ -255,7 +256,7 @@ def plan_subscriptions(cluster, set_id, entries, state="present"):
     plan, deferred, before, after = Plan(), [], [], []
     planned, leaving = {}, set()
     for index, entry in enumerate(ordered):
-        one, one_before, one_after = plan_subscription(
+        one, one_before, one_after, dummy = plan_subscription(
             cluster, set_id, entry["receiver"], entry["provider"], entry["forward"],
             entry["omit_copy"], state, located=(origin, osnap), planned=planned,
             leaving=leaving)
@@ -287,4 +288,4 @@ def plan_subscriptions(cluster, set_id, entries, state="present"):
     order = dict((entry["receiver"], index) for index, entry in enumerate(normalized))
     before.sort(key=lambda view: order[view["receiver"]])
     after.sort(key=lambda view: order[view["receiver"]])
-    return plan, before, after
+    return Planned(plan, before, after)

@@ -58,8 +58,9 @@ except ImportError:  # pragma: no cover
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
-from .events import POLL_INTERVAL, Event, event_dict, submit_event, wait_for_event
-from .plan import CALLBACK, WAIT, Plan, Step, function_call
+from .events import Event, event_dict, submit_event, wait_for_event
+from .waits import POLL_INTERVAL
+from .plan import CALLBACK, WAIT, Plan, Planned, Step, function_call
 
 DEFAULT_MAX_LAG_EVENTS = 100
 DEFAULT_MAX_LAG_SECONDS = 60
@@ -437,22 +438,22 @@ class Switchover:
         return steps
 
     def _lock_runner(self, set_id):
-        def run(cluster, step, share_dir):
+        def run(cluster, step, ctx):
             self.lock(cluster, set_id)
             return []
         return run
 
     def _move_runner(self, set_id):
-        def run(cluster, step, share_dir):
+        def run(cluster, step, ctx):
             return self.move(cluster, set_id)
         return run
 
-    def _wait_transactions(self, cluster, step, share_dir):
+    def _wait_transactions(self, cluster, step, ctx):
         self.wait_transactions(cluster)
         return []
 
-    def _wait_moved(self, cluster, step, timeout):
-        self.wait_moved(cluster, timeout)
+    def _wait_moved(self, cluster, step, ctx):
+        self.wait_moved(cluster, ctx.timeout)
 
     # -- actions --------------------------------------------------------------------
     def lock(self, cluster, set_id):
@@ -630,9 +631,11 @@ def finish_wait(move, admin_nodes):
     event, to_node = move.event, move.new_origin
     wait_on = event.origin if event is not None and event.origin in admin_nodes else to_node
 
-    def run(cluster, step, timeout):
+    def run(cluster, step, ctx):
+        timeout = ctx.timeout
         if event is not None:
-            wait_for_event(cluster, event, None, timeout=timeout, wait_on=wait_on)
+            wait_for_event(cluster, event, None, timeout=timeout, wait_on=wait_on,
+                           clock=ctx.clock)
         wait_origin(cluster, [move.set_id], to_node, timeout)
         if event is not None:
             wait_accepted(cluster, event, move.set_id, to_node, timeout)
@@ -698,4 +701,4 @@ def plan_switchover(cluster, to_node, set_id=None, from_node=None,
     }
     before = {"sets": set_views(moves)}
     after = {"sets": set_views(moves, after=True)}
-    return plan, before, after, extra
+    return Planned(plan, before, after, extra)

@@ -17,9 +17,9 @@ __metaclass__ = type
 
 from .catalog import read_snapshot
 from .errors import SlonyError
-from .events import event_dict, slon_state, submit_event, wait_for_event
+from .events import event_dict, submit_event, wait_for_event
 from .names import validate_node_id
-from .plan import CALLBACK, WAIT, Plan, Step, function_call
+from .plan import CALLBACK, WAIT, Plan, Planned, Step, function_call
 
 
 def normalize_confirmers(node, confirmers, known_nodes):
@@ -90,25 +90,18 @@ class SyncRun:
                  slonik="\n".join(lines[1:]), run=self.wait),
         ]
 
-    def create(self, cluster, step, share_dir):
+    def create(self, cluster, step, ctx):
         events = submit_event(cluster, self.node, self.query(), (self.namespace, "SYNC"),
                               locks=("sl_event_lock",))
         self.event = [e for e in events if e.type == "SYNC"][-1]
         self.report["event"] = event_dict(self.event)
         return events
 
-    def wait(self, cluster, step, timeout):
-        try:
-            wait_for_event(cluster, self.event, self.confirmers, timeout=timeout)
-        except SlonyError as exc:
-            # Confirmations reach the origin through its own slon: say so when it is down,
-            # or the nodes named as behind (whose slons may well run) mislead.
-            state = slon_state(cluster, self.node)
-            if state != "running":
-                raise SlonyError("%s; the slon of node %d, which collects the confirmations, "
-                                 "is %s" % (exc.message, self.node, state),
-                                 node=self.node, queries=exc.queries)
-            raise
+    def wait(self, cluster, step, ctx):
+        # On a timeout the waiter also says when the origin's own slon, which
+        # collects the confirmations, is down.
+        wait_for_event(cluster, self.event, self.confirmers, timeout=ctx.timeout,
+                       clock=ctx.clock)
         self.report["confirmed_by"] = self.confirmers if self.confirmers is not None else \
             sorted(n.id for n in read_snapshot(cluster, self.node).nodes.values()
                    if n.active and n.id != self.node)
@@ -128,4 +121,4 @@ def plan_sync(cluster, node, confirmers=None, timeout=300):
     wanted = normalize_confirmers(node, confirmers, snap.nodes)
     run = SyncRun(cluster.ns, cluster.namespace, node, wanted, timeout)
     plan = Plan(run.steps())
-    return plan, {}, {}, run.report
+    return Planned(plan, {}, {}, run.report)

@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
-import time
 from collections import namedtuple
 
 try:
@@ -35,8 +34,8 @@ except ImportError:  # pragma: no cover
 from .catalog import Subscription, read_snapshot
 from .errors import SlonyError
 from .names import split_qualified_name
-from .events import poll_delays, slon_state
-from .plan import WAIT, Plan, Step, call, wait
+from . import waits
+from .plan import WAIT, Plan, Planned, Step, call, wait
 
 MAX_ID = 2147483647
 
@@ -398,7 +397,7 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
                                     pending, new_set_id).steps)
     else:
         plan = build_plan(kind, namespace, set_id, origin, to_add, to_drop)
-    return plan, _sorted_views(before), _sorted_views(after)
+    return Planned(plan, _sorted_views(before), _sorted_views(after))
 
 
 def _short_list(labels, limit=10):
@@ -573,18 +572,20 @@ _IN_PROGRESS = "select {ns}.isSubscriptionInProgress(%s) or {ns}.isSubscriptionI
 
 def merge_ready_wait(origin, set_id, temp_id):
     """MERGE SET refuses while the origin still sees a subscription in progress."""
-    def run(cluster, step, timeout):
+    def run(cluster, step, ctx):
         query = sql.SQL(_IN_PROGRESS).format(ns=cluster.ns)
-        deadline = time.monotonic() + timeout
-        delays = poll_delays()
-        while cluster.fetch(origin, query, (set_id, temp_id))[0][0]:
-            if time.monotonic() >= deadline:
-                raise SlonyError(
-                    "timed out after %ss waiting for node %d to see the subscriptions of sets "
-                    "%d and %d complete (slon of node %d: %s)" % (
-                        timeout, origin, set_id, temp_id, origin, slon_state(cluster, origin)),
-                    node=origin, queries=cluster.queries)
-            time.sleep(next(delays))
+
+        def probe():
+            if not cluster.fetch(origin, query, (set_id, temp_id))[0][0]:
+                return True
+            return waits.Pending([waits.Behind(
+                origin, "isSubscriptionInProgress(%d) or (%d) still true" % (set_id, temp_id))])
+
+        goal = "node %d to see the subscriptions of sets %d and %d complete" % (
+            origin, set_id, temp_id)
+        waits.poll_until(probe, ctx.timeout,
+                         lambda pending: waits.timeout_error(cluster, goal, ctx.timeout, pending),
+                         clock=ctx.clock)
     return Step(WAIT, origin, "wait until node %d sees no subscription of set %d or %d in "
                               "progress" % (origin, set_id, temp_id), run=run, required=True)
 
@@ -798,13 +799,13 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
     pending = find_pending(snap, set_id, origin) if state == "present" else None
     members = [m for m in getattr(snap, kind.snapshot_attr).values() if m.set == set_id]
     subscriptions = [sub for sub in snap.subscriptions.values() if sub.set == set_id]
-    plan, before, after = plan_members(
+    plan, before, after, dummy = plan_members(
         kind, cluster.namespace, set_id, origin, entries, candidates, members,
         snap.receivers(set_id),
         lambda ids: read_id_usage(cluster, kind, origin, snaps, ids),
         state=state, exclusive=exclusive, problems=problems, missing_schemas=missing_schemas,
         subscriptions=subscriptions, pending=pending, new_set_id=max([0] + list(snap.sets)) + 1)
-    return plan, before, after, {"origin": origin}
+    return Planned(plan, before, after, {"origin": origin})
 
 
 def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schemas=None,

@@ -183,14 +183,11 @@ def main():
             if params["state"] != "present":
                 raise SlonyError("nodes: only with state=present; remove nodes one at a "
                                  "time (id, state=absent)")
-            plan, before, after = plan_nodes_present(cluster, params["nodes"],
-                                                     params["event_node"])
-        elif params["state"] == "present":
-            plan, before, after = plan_node_present(cluster, params["id"], params["comment"],
-                                                    params["event_node"])
-        else:
-            plan, before, after = plan_node_absent(cluster, params["id"], params["event_node"])
-        return plan, before, after, {}
+            return plan_nodes_present(cluster, params["nodes"], params["event_node"])
+        if params["state"] == "present":
+            return plan_node_present(cluster, params["id"], params["comment"],
+                                     params["event_node"])
+        return plan_node_absent(cluster, params["id"], params["event_node"])
 
     slony.run(planner)
 

@@ -182,7 +182,7 @@ def main():
         paths = [dict((k, params[k]) for k in keys)]
     for entry in paths:
         slony.add_secrets(entry.get("conninfo"))
-    slony.run(lambda cluster: plan_paths(cluster, paths) + ({},))
+    slony.run(lambda cluster: plan_paths(cluster, paths)))
 
 
 if __name__ == "__main__":

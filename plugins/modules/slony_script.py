@@ -272,13 +272,13 @@ def main():
             slony.fail(SlonyError("cannot read src %s: %s" % (params["src"], to_native(exc))))
 
     def planner(cluster):
-        plan, before, after, extra = plan_script(
+        planned = plan_script(
             cluster, script, event_node=params["event_node"], only_on=params["only_on"],
             key=params["key"], validate=slony.check_mode, source=params["src"],
             wait_timeout=params["wait_timeout"] if params["wait"] else None)
-        for warning in extra.pop("warnings", []):
+        for warning in planned.extra.pop("warnings", []):
             slony.module.warn(warning)
-        return plan, before, after, extra
+        return planned
 
     slony.run(planner)
 

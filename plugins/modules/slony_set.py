@@ -117,7 +117,7 @@ def main():
     ))
     params = slony.params
     slony.run(lambda cluster: plan_set(cluster, params["id"], params["origin"],
-                                       params["comment"], params["state"]) + ({},))
+                                       params["comment"], params["state"])))
 
 
 if __name__ == "__main__":

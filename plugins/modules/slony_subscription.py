@@ -197,7 +197,7 @@ def main():
     if params["receivers"] is None:
         slony.run(lambda cluster: plan_subscription(
             cluster, params["set_id"], params["receiver"], params["provider"],
-            params["forward"], params["omit_copy"], params["state"]) + ({},))
+            params["forward"], params["omit_copy"], params["state"])))
         return
     entries = []
     for entry in params["receivers"]:
@@ -206,7 +206,7 @@ def main():
             + [(key, params[key] if entry.get(key) is None else entry[key])
                for key in ("provider", "forward", "omit_copy")]))
     slony.run(lambda cluster: plan_subscriptions(
-        cluster, params["set_id"], entries, params["state"]) + ({},))
+        cluster, params["set_id"], entries, params["state"])))
 
 
 if __name__ == "__main__":

@@ -168,18 +168,18 @@ def test_execute_plan_dispatches_in_order(monkeypatch):
                         [plan_mod.Event(node, 10 + len(done), "X")])
     monkeypatch.setattr(plan_mod, "execute", lambda c, node, q, p: done.append(("exec", node, p)))
     monkeypatch.setattr(plan_mod, "wait_for_event",
-                        lambda c, ev, confirmers, timeout, wait_on: done.append(
+                        lambda c, ev, confirmers, timeout, wait_on, clock: done.append(
                             ("wait", ev, confirmers, timeout)))
 
-    def run(cluster, step, share_dir):
-        done.append(("callback", step.node, share_dir))
+    def run(cluster, step, ctx):
+        done.append(("callback", step.node, ctx.share_dir, ctx.timeout))
         return [plan_mod.Event(3, 99, "Y")]
 
     plan = Plan([call(NS, 1, "a", (1,), "a"), call(NS, 1, "b", (2,), "b", kind=EXEC),
                  wait(1, "w", confirmers=[2]), Step(CALLBACK, 3, "cb", run=run)])
     events = plan_mod.execute_plan(RecordingCluster(), plan, timeout=7, share_dir="/s")
     assert done == [("event", 1, (1,)), ("exec", 1, (2,)),
-                    ("wait", plan_mod.Event(1, 11, "X"), [2], 7), ("callback", 3, "/s")]
+                    ("wait", plan_mod.Event(1, 11, "X"), [2], 7), ("callback", 3, "/s", 7)]
     assert events == [plan_mod.Event(1, 11, "X"), plan_mod.Event(3, 99, "Y")]
 
 
@@ -208,7 +208,7 @@ def test_execute_plan_wait_without_own_event_uses_the_last_config_event(monkeypa
                         lambda c, node: plan_mod.Event(node, 42, "STORE_PATH") if node == 2
                         else None)
     monkeypatch.setattr(plan_mod, "wait_for_event",
-                        lambda c, ev, confirmers, timeout, wait_on: waited.append((ev, timeout)))
+                        lambda c, ev, confirmers, timeout, wait_on, clock: waited.append((ev, timeout)))
     plan = Plan([wait(2, "w"), wait(3, "nothing to wait for")])
     assert plan_mod.execute_plan(RecordingCluster(), plan) == []
     assert waited == [(plan_mod.Event(2, 42, "STORE_PATH"), plan_mod.DEFAULT_TIMEOUT)]
@@ -218,7 +218,7 @@ def test_execute_plan_runs_preconditions_even_without_waits(monkeypatch):
     monkeypatch.setattr(plan_mod, "submit_events", lambda c, node, calls: [plan_mod.Event(1, 5, "X")])
     waited = []
     monkeypatch.setattr(plan_mod, "wait_for_event",
-                        lambda c, ev, confirmers, timeout, wait_on: waited.append(
+                        lambda c, ev, confirmers, timeout, wait_on, clock: waited.append(
                             (ev.origin, confirmers, wait_on)))
     monkeypatch.setattr(plan_mod, "last_config_event",
                         lambda c, node: plan_mod.Event(node, 42, "STORE_PATH"))
