@@ -163,7 +163,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                   query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
                                 "select {ns}.enableNode_int(%s)").format(ns=ns),
                   params=(node, comment, node), function="initializeLocalNode",
-                  args=(node, comment, event), run=_store_node_locally))
+                  args=(node, comment, event), run=_store_node_locally, loads_schema=True))
     plan.add(Step(EVENT, event, "tell the cluster about node %d through node %d" % (node, event),
                   slonik="store node (id = %d, comment = %s, event node = %d);"
                   % (node, _q(comment), event),
@@ -198,10 +198,10 @@ def plan_nodes_present(cluster, entries, event_node=None):
     plan, views, planned = Plan(), {}, []
     for node in sorted(ids):
         one, before, after, dummy = plan_node_present(cluster, node, by_id[node].get("comment"),
-                                               event_node, planned=tuple(planned))
+                                                      event_node, planned=tuple(planned))
         plan.extend(one.steps)
         views[node] = (before, after)
-        if any(s.function in ("initializeLocalNode",) for s in one.steps):
+        if any(s.loads_schema for s in one.steps):
             planned.append(node)
     return Planned(plan, [views[n][0] for n in ids], [views[n][1] for n in ids])
 
