@@ -14,10 +14,7 @@ __metaclass__ = type
 
 from collections import namedtuple
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .pg import sql
 
 Node = namedtuple("Node", "id active comment failed")
 Path = namedtuple("Path", "server client conninfo connretry")
@@ -111,6 +108,22 @@ select st_origin, st_received, st_last_event, st_last_received, st_lag_num_event
        extract(epoch from st_lag_time)::float8
   from {ns}.sl_status order by st_received
 """
+
+
+def feeding_order(items, origin, provider=lambda item: item.provider,
+                  receiver=lambda item: item.receiver):
+    """``items`` (subscriptions, or anything with a provider and a receiver) ordered so
+    that every provider comes before the receivers it feeds; ties keep their order.
+    A provider that is neither the origin nor one of the receivers (a broken catalog)
+    does not block the others: its receivers come next, in their order."""
+    done, ordered, rest = set([origin]), [], list(items)
+    while rest:
+        ready = [item for item in rest if provider(item) in done] or rest[:1]
+        for item in ready:
+            ordered.append(item)
+            done.add(receiver(item))
+            rest.remove(item)
+    return ordered
 
 
 def read_snapshot(cluster, node, status=False):

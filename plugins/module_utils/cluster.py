@@ -13,13 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-    from psycopg2.extensions import quote_ident
-    HAS_PSYCOPG2 = True
-except ImportError:  # pragma: no cover - reported by the module wrapper
-    HAS_PSYCOPG2 = False
+from .pg import psycopg2, quote_ident, sql
 
 import threading
 

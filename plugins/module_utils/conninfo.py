@@ -14,11 +14,7 @@ __metaclass__ = type
 
 import re
 
-try:
-    from psycopg2.extensions import make_dsn, parse_dsn
-    HAS_PSYCOPG2 = True
-except ImportError:  # pragma: no cover - reported by the module wrapper
-    HAS_PSYCOPG2 = False
+from .pg import make_dsn, parse_dsn
 
 from .errors import SlonyError
 

@@ -9,11 +9,7 @@ __metaclass__ = type
 
 from collections import namedtuple
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .pg import psycopg2, sql
 
 from .waits import (DEFAULT_TIMEOUT, Behind, Pending, poll_until, slon_state,  # noqa: F401
                     timeout_error)

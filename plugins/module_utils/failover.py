@@ -34,11 +34,8 @@ __metaclass__ = type
 
 import time
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover - reported by the module wrapper
-    psycopg2 = sql = None
+from .slonik import yes_no
+from .pg import psycopg2, sql
 
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .conninfo import parse_conninfo, redact_conninfo
@@ -255,10 +252,6 @@ def _try_connect(conninfo, timeout):
 
 # -- the run ------------------------------------------------------------------------
 
-def _yes_no(flag):
-    return "yes" if flag else "no"
-
-
 class FailoverRun:
     """What the steps of one failover share while they run (and report afterwards)."""
 
@@ -344,7 +337,7 @@ class FailoverRun:
         return Step(CALLBACK, node,
                     "prepare node %d for the failover of node %d (preFailover, failover "
                     "candidate: %s): blank its paths from node %d and restart its slon"
-                    % (node, self.failed, _yes_no(candidate), self.failed),
+                    % (node, self.failed, yes_no(candidate), self.failed),
                     query=query, params=(self.failed, candidate), function="preFailover",
                     args=(self.failed, candidate), run=run)
 

@@ -48,11 +48,7 @@ __metaclass__ = type
 
 import fnmatch
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .pg import psycopg2, sql
 
 from .catalog import PENDING_CONNINFO, catalog_query, snapshot_from_row
 from .conninfo import redact_conninfo

@@ -7,21 +7,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .slonik import quote as slonik_quote
+from .pg import psycopg2, sql
 
 from .catalog import Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
 from .plan import CALLBACK, EVENT, INIT_NODE, Plan, Planned, Step, call, wait
-
-
-def _q(text):
-    return "'%s'" % text.replace("'", "''")
 
 
 def node_view(snapshot, node):
@@ -98,14 +91,14 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                 plan.add(call(ns, node, "storeNode", (node, comment),
                               "set the comment of node %d" % node,
                               slonik="store node (id = %d, comment = %s, event node = %d);"
-                              % (node, _q(comment), node)))
+                              % (node, slonik_quote(comment), node)))
             return Planned(plan, before, dict(before, comment=comment))
         if state[0] == NODE_UNINITIALIZED:
             plan.add(_drop_schema_step(
                 cluster, node, "remove the half-loaded schema of an interrupted initialisation"))
         plan.add(Step(INIT_NODE, node, "initialise node %d as the first node of cluster %s"
                       % (node, cluster.name),
-                      slonik="init cluster (id = %d, comment = %s);" % (node, _q(comment)),
+                      slonik="init cluster (id = %d, comment = %s);" % (node, slonik_quote(comment)),
                       query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
                                     "select {ns}.enableNode(%s)").format(ns=ns),
                       params=(node, comment, node),
@@ -133,7 +126,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
             plan.add(call(ns, event, "storeNode", (node, comment),
                           "set the comment of node %d" % node,
                           slonik="store node (id = %d, comment = %s, event node = %d);"
-                          % (node, _q(comment), event)))
+                          % (node, slonik_quote(comment), event)))
         return Planned(plan, before, after)
 
     if known:
@@ -166,7 +159,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
                   args=(node, comment, event), run=_store_node_locally, loads_schema=True))
     plan.add(Step(EVENT, event, "tell the cluster about node %d through node %d" % (node, event),
                   slonik="store node (id = %d, comment = %s, event node = %d);"
-                  % (node, _q(comment), event),
+                  % (node, slonik_quote(comment), event),
                   query=sql.SQL("select {ns}.storeNode(%s, %s); select {ns}.enableNode(%s)")
                   .format(ns=ns), params=(node, comment, node),
                   function="storeNode", args=(node, comment)))

@@ -13,12 +13,9 @@ from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .names import validate_node_id
 from .plan import Plan, Planned, call, wait
+from .slonik import quote as slonik_quote
 
 DEFAULT_CONNRETRY = 10
-
-
-def _q(text):
-    return "'%s'" % text.replace("'", "''")
 
 
 def normalize_paths(paths):
@@ -61,7 +58,7 @@ def path_view(path, redactor):
 
 def _store_path_slonik(path):
     return "store path (server = %d, client = %d, conninfo = %s, connretry = %d);" % (
-        path["server"], path["client"], _q(redact_conninfo(path["conninfo"])),
+        path["server"], path["client"], slonik_quote(redact_conninfo(path["conninfo"])),
         path["connretry"])
 
 

@@ -13,10 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .pg import sql
 
 from collections import namedtuple
 

@@ -11,11 +11,7 @@ import glob
 import os
 import re
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .pg import psycopg2, sql
 
 from .cluster import NODE_NO_SCHEMA, in_parallel
 from .errors import SlonyError

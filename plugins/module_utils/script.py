@@ -46,11 +46,8 @@ import hashlib
 import re
 from collections import namedtuple
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .slonik import quote as slonik_quote
+from .pg import psycopg2, sql
 
 from .catalog import read_snapshot
 from .cluster import NODE_INITIALIZED
@@ -465,15 +462,11 @@ def target_nodes(snapshot, event_node, only_on):
 
 # -- the plan ------------------------------------------------------------------------------
 
-def _slonik_string(text):
-    return "'%s'" % text.replace("\\", "\\\\").replace("'", "''")
-
-
 def slonik_text(statements, event_node, only_on, source=None):
     if source is not None:
-        what = "filename = %s" % _slonik_string(source)
+        what = "filename = %s" % slonik_quote(source)
     else:
-        what = "sql = %s" % _slonik_string("\n".join(s.sql for s in statements))
+        what = "sql = %s" % slonik_quote("\n".join(s.sql for s in statements))
     text = "execute script (%s, event node = %d" % (what, event_node)
     if only_on is not None:
         text += ", execute only on = %s" % (

@@ -7,10 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .slonik import quote as slonik_quote
+from .pg import sql
 
 from .catalog import read_snapshot
 from .errors import SlonyError
@@ -18,10 +16,6 @@ from .events import Event, wait_for_event
 from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
-
-
-def _q(text):
-    return "'%s'" % text.replace("'", "''")
 
 
 def set_view(entry):
@@ -93,7 +87,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
         plan.add(call(ns, origin, "storeSet", (set_id, comment),
                       "create set %d on origin node %d" % (set_id, origin),
                       slonik="create set (id = %d, origin = %d, comment = %s);"
-                             % (set_id, origin, _q(comment))))
+                             % (set_id, origin, slonik_quote(comment))))
         plan.add(wait(origin, "wait until every node knows set %d" % set_id))
         after = {"id": set_id, "origin": origin, "comment": comment, "locked": False}
         return Planned(plan, before, after)

@@ -10,18 +10,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    import psycopg2  # noqa: F401 pylint: disable=unused-import
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
-except ImportError:
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
-
+from .pg import HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR
 from .cluster import Cluster
 from .conninfo import Redactor, conninfo_secrets, redact_conninfo
 from .errors import SlonyError

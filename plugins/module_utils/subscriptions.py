@@ -8,21 +8,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .slonik import yes_no
+from .pg import sql
 
-from .catalog import PENDING_CONNINFO, Subscription, read_snapshot
+from .catalog import PENDING_CONNINFO, Subscription, feeding_order, read_snapshot
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .waits import Behind, Pending, poll_until, slon_state, timeout_error
 from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
 from .sets import caught_up_waits
-
-
-def _yn(flag):
-    return "yes" if flag else "no"
 
 
 def find_set_origin(cluster, set_id):
@@ -166,7 +160,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
     after = {"set": set_id, "receiver": receiver, "provider": provider, "forward": forward,
              "state": "present", "complete": True}
     slonik = ("subscribe set (id = %d, provider = %d, receiver = %d, forward = %s, "
-              "omit copy = %s);" % (set_id, provider, receiver, _yn(forward), _yn(omit_copy)))
+              "omit copy = %s);" % (set_id, provider, receiver, yes_no(forward), yes_no(omit_copy)))
 
     if provider != origin:
         # A cascaded receiver can only copy once its provider has the data.
@@ -180,7 +174,7 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
                           "subscribe node %d to set %d from node %d" % (receiver, set_id, provider)
                           if current is None else
                           "set forward = %s on node %d's subscription to set %d"
-                          % (_yn(forward), receiver, set_id), slonik=slonik))
+                          % (yes_no(forward), receiver, set_id), slonik=slonik))
             if current is not None:
                 # No copy to wait for: the change is done once every node has it. A new
                 # subscription is done when the receiver has its copy (below); its slon
@@ -208,18 +202,6 @@ def plan_subscription(cluster, set_id, receiver, provider=None, forward=True, om
         plan.add(wait(origin, "wait until every node has confirmed the new provider"))
     plan.add(completion_wait(set_id, receiver, provider))
     return Planned(plan, before, after)
-
-
-def _feeding_order(entries, origin):
-    """Entries ordered so that every provider comes before the receivers it feeds."""
-    done, ordered, rest = set([origin]), [], list(entries)
-    while rest:
-        ready = [e for e in rest if e["provider"] in done] or rest[:1]
-        for entry in ready:
-            ordered.append(entry)
-            done.add(entry["receiver"])
-            rest.remove(entry)
-    return ordered
 
 
 def plan_subscriptions(cluster, set_id, entries, state="present"):
@@ -250,7 +232,8 @@ def plan_subscriptions(cluster, set_id, entries, state="present"):
             "provider": origin if provider is None else int(provider),
             "forward": True if entry.get("forward") is None else bool(entry["forward"]),
             "omit_copy": bool(entry.get("omit_copy"))})
-    ordered = _feeding_order(normalized, origin)
+    ordered = feeding_order(normalized, origin, provider=lambda e: e["provider"],
+                            receiver=lambda e: e["receiver"])
     if state == "absent":
         ordered.reverse()
     plan, deferred, before, after = Plan(), [], [], []

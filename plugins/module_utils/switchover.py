@@ -49,11 +49,7 @@ __metaclass__ = type
 import time
 from collections import namedtuple
 
-try:
-    import psycopg2
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    psycopg2 = sql = None
+from .pg import psycopg2, sql
 
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .cluster import NODE_INITIALIZED

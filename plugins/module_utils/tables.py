@@ -26,12 +26,10 @@ __metaclass__ = type
 import re
 from collections import namedtuple
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .slonik import quote as slonik_quote
+from .pg import sql
 
-from .catalog import Subscription, read_snapshot
+from .catalog import Subscription, feeding_order, read_snapshot
 from .errors import SlonyError
 from .names import split_qualified_name
 from . import waits
@@ -126,10 +124,6 @@ def quote_part(part):
 def fq_name(schema, name):
     """``schema.name`` as Slony's functions expect it (and as it is shown to users)."""
     return "%s.%s" % (quote_part(schema), quote_part(name))
-
-
-def _q(text):
-    return "'%s'" % text.replace("'", "''")
 
 
 def _validate_id(value, what):
@@ -451,12 +445,12 @@ def build_plan(kind, namespace, set_id, origin, to_add, to_drop):
     for add in to_add:
         args = [set_id, add["id"], add["label"]]
         slonik = "set add %s (set id = %d, origin = %d, id = %d, fully qualified name = %s" % (
-            kind.noun, set_id, origin, add["id"], _q(add["label"]))
+            kind.noun, set_id, origin, add["id"], slonik_quote(add["label"]))
         if kind.has_key:
             args.append(add["key"])
-            slonik += ", key = %s" % _q(add["key"])
+            slonik += ", key = %s" % slonik_quote(add["key"])
         args.append(add["comment"])
-        slonik += ", comment = %s);" % _q(add["comment"])
+        slonik += ", comment = %s);" % slonik_quote(add["comment"])
         plan.add(call(ns, origin, kind.add_function, tuple(args),
                       "add %s %s to set %d as id %d" % (kind.noun, add["label"], set_id,
                                                         add["id"]),
@@ -486,20 +480,6 @@ def find_pending(snap, set_id, origin):
                               if s.set == entry.id)
             return Pending(entry.id, subscribed)
     return None
-
-
-def feeding_order(subscriptions, origin):
-    """Subscriptions ordered so that every provider comes before the nodes it feeds."""
-    done, ordered, rest = set([origin]), [], sorted(subscriptions, key=lambda s: s.receiver)
-    while rest:
-        ready = [s for s in rest if s.provider in done]
-        if not ready:  # a provider that is not itself a receiver: keep the catalog's order
-            ready = rest[:1]
-        for sub in ready:
-            ordered.append(sub)
-            done.add(sub.receiver)
-            rest.remove(sub)
-    return ordered
 
 
 def _subscribe_slonik(set_id, sub):
@@ -535,13 +515,13 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
                           "create temporary set %d for the %s joining set %d"
                           % (temp_id, kind.option, set_id),
                           slonik="create set (id = %d, origin = %d, comment = %s);"
-                                 % (temp_id, origin, _q(comment))))
+                                 % (temp_id, origin, slonik_quote(comment))))
             plan.add(wait(origin, "wait until every node knows temporary set %d" % temp_id,
                           required=True))
         if adds:
             plan.extend(build_plan(kind, namespace, temp_id, origin, adds, []).steps)
         receivers = []
-        for sub in feeding_order(subscriptions, origin):
+        for sub in feeding_order(sorted(subscriptions, key=lambda s: s.receiver), origin):
             receivers.append(sub.receiver)
             if sub.provider != origin:
                 plan.add(completion_wait(temp_id, sub.provider,
@@ -553,7 +533,7 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
                           "subscribe node %d to temporary set %d from node %d, as to set %d"
                           % (sub.receiver, temp_id, sub.provider, set_id),
                           slonik=_subscribe_slonik(temp_id, sub)))
-        for sub in feeding_order(subscriptions, origin):
+        for sub in feeding_order(sorted(subscriptions, key=lambda s: s.receiver), origin):
             plan.add(completion_wait(temp_id, sub.receiver, sub.provider, required=True))
         plan.add(wait(origin, "wait until node %d sees every copy of set %d confirmed"
                       % (origin, temp_id), confirmers=receivers, required=True))

@@ -21,10 +21,7 @@ __metaclass__ = type
 import time
 from collections import namedtuple
 
-try:
-    from psycopg2 import sql
-except ImportError:  # pragma: no cover
-    sql = None
+from .pg import sql
 
 from .errors import SlonyError
 
