@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections import namedtuple
+
 from .slonik import quote as slonik_quote
 from .pg import sql
 
@@ -25,13 +27,14 @@ def set_view(entry):
             "locked": entry.locked is not None}
 
 
-def caught_up_waits(cluster, target, exclude=()):
+def caught_up_waits(nodes, target, exclude=()):
     """slonik's "config caught up": ``target`` has confirmed every other node's last
-    configuration event before it acts on the configuration it sees."""
+    configuration event before it acts on the configuration it sees. ``nodes``: the
+    initialised admin nodes (read beforehand, ``cluster.initialized_nodes()``). Pure."""
     return [wait(other, "wait until node %d has confirmed the last configuration event of "
                         "node %d" % (target, other), confirmers=[target], required=True,
                  wait_on=target)
-            for other in cluster.initialized_nodes() if other != target and other not in exclude]
+            for other in nodes if other != target and other not in exclude]
 
 
 _LAST_DROP_SET = """
@@ -40,11 +43,14 @@ select max(ev_seqno) from {ns}.sl_event
 """
 
 
-def drop_sets_seen(cluster, origin):
+def drop_sets_seen(nodes, origin):
     """slonik's wait before CREATE SET: ``origin`` has processed every DROP SET submitted
     on another node (else its slon could later drop a new set that reuses the id).
-    Only DROP_SET events count, so a fresh cluster does not wait for anything."""
-    others = [n for n in cluster.initialized_nodes() if n != origin]
+    Only DROP_SET events count, so a fresh cluster does not wait for anything.
+
+    ``nodes``: the initialised admin nodes, read beforehand. Pure: the DROP SET events
+    are read when the step runs (they may be submitted between planning and running)."""
+    others = [n for n in nodes if n != origin]
     if not others:
         return []
 
@@ -60,13 +66,34 @@ def drop_sets_seen(cluster, origin):
                  run=run, required=True)]
 
 
-def plan_set(cluster, set_id, origin, comment=None, state="present"):
-    """Plan for set ``set_id`` with ``origin``. Returns (plan, before, after)."""
+# What plan_set reads before deciding: the set as its origin sees it (None: unknown
+# there), the initialised admin nodes, and the nodes where the set's comment is stored
+# (the origin and every other initialised node that knows the set; only read when the
+# comment is to change).
+SetFacts = namedtuple("SetFacts", "current nodes comment_nodes")
+
+
+def read_set(cluster, set_id, origin, comment=None, state="present"):
+    """The reads of :func:`plan_set`, as :class:`SetFacts`."""
     cluster.require_node(origin, "the origin of set %d" % set_id)
-    snap = read_snapshot(cluster, origin)
-    current = snap.sets.get(set_id)
+    current = read_snapshot(cluster, origin).sets.get(set_id)
+    nodes, comment_nodes = [], []
+    if state != "present" or (current is not None and current.origin != origin):
+        return SetFacts(current, nodes, comment_nodes)
+    renamed = current is not None and comment is not None and comment != current.comment
+    if current is None or renamed:
+        # Only a new set (its DROP SET wait) or a new comment involves the other nodes.
+        nodes = cluster.initialized_nodes()
+    if renamed:
+        comment_nodes = [node for node in nodes
+                         if node == origin or set_id in read_snapshot(cluster, node).sets]
+    return SetFacts(current, nodes, comment_nodes)
+
+
+def decide_set(ns, set_id, origin, facts, comment=None, state="present"):
+    """The plan for set ``set_id`` from :class:`SetFacts`. Pure."""
+    current = facts.current
     before = set_view(current) or {"id": set_id, "state": "absent"}
-    ns = cluster.ns
     plan = Plan()
     if current is not None and current.origin != origin:
         raise SlonyError(
@@ -83,7 +110,7 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
 
     if current is None:
         comment = DEFAULT_COMMENT if comment is None else comment
-        plan.extend(drop_sets_seen(cluster, origin))
+        plan.extend(drop_sets_seen(facts.nodes, origin))
         plan.add(call(ns, origin, "storeSet", (set_id, comment),
                       "create set %d on origin node %d" % (set_id, origin),
                       slonik="create set (id = %d, origin = %d, comment = %s);"
@@ -97,10 +124,15 @@ def plan_set(cluster, set_id, origin, comment=None, state="present"):
         # Slony has no event for a comment change; storeSet_int updates the row
         # where it runs, so it runs on every node we can reach that knows the set.
         after["comment"] = comment
-        for node in cluster.initialized_nodes():
-            if node != origin and set_id not in read_snapshot(cluster, node).sets:
-                continue
+        for node in facts.comment_nodes:
             plan.add(call(ns, node, "storeSet_int", (set_id, origin, comment),
                           "set the comment of set %d on node %d" % (set_id, node),
                           kind=EXEC))
     return Planned(plan, before, after)
+
+
+def plan_set(cluster, set_id, origin, comment=None, state="present"):
+    """Plan for set ``set_id`` with ``origin``: read (:func:`read_set`), then decide
+    (:func:`decide_set`). Returns :class:`plan.Planned`."""
+    facts = read_set(cluster, set_id, origin, comment, state)
+    return decide_set(cluster.ns, set_id, origin, facts, comment, state)

@@ -50,7 +50,7 @@ def test_connection_is_set_up_like_slonik(fresh_db):
 
 def test_init_node_loads_schema_and_discards_the_connection(fresh_db):
     with Cluster(CLUSTER, fresh_db.admin_conninfo) as cluster:
-        plan, before, after = plan_node_present(cluster, 1, "first")
+        plan, before, after, dummy = plan_node_present(cluster, 1, "first")
         assert before == {"id": 1, "state": "absent"}
         assert [s.kind for s in plan.steps] == ["init_node"]
         events = execute_plan(cluster, plan)
