@@ -41,3 +41,26 @@ clean: lab-down
 # make bench BENCH_ARGS=--quick   for T=10,100 and one repetition.
 bench: bootstrap
 	python bench/run.py $(BENCH_ARGS)
+
+# Packaging checks (scripts/test.sh stages of the same names; each tool in a virtualenv
+# of its own under .build, see CONTRIBUTING.md).
+.PHONY: package importer ee installed matrix changelog
+package: bootstrap
+	./scripts/package.sh
+
+importer: bootstrap
+	./scripts/test.sh importer
+
+ee: bootstrap
+	./scripts/test.sh ee
+
+installed: bootstrap
+	./scripts/test.sh installed
+
+matrix: bootstrap
+	./scripts/test.sh matrix
+
+# Folds changelogs/fragments into the release galaxy.yml names (changelog.yaml,
+# CHANGELOG.rst); run again after adding a fragment, until that version is released.
+changelog: bootstrap
+	antsibull-changelog release --update-existing --refresh-fragments without-archives

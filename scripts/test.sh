@@ -4,7 +4,13 @@
 #   unit        pytest tests/unit (no database)
 #   changelog   antsibull-changelog lint (changelog fragments)
 #   lint        ansible-lint, production profile (.ansible-lint)
+#   importer    galaxy-importer on the built tarball, no error or warning (scripts/importer.sh)
+#   ee          execution environment dependencies, ansible-builder introspect + create (scripts/ee.sh)
 #   sanity      ansible-test sanity (scripts/sanity.sh)
+#   installed   the tarball installed into an empty collections path: ansible-doc and a
+#               two-node bring-up with the installed playbooks (scripts/installed.sh)
+#   matrix      ansible-test units + sanity on the oldest and newest ansible-core that
+#               meta/runtime.yml admits (scripts/matrix.sh)
 #   integration pytest tests/integration (the lab: PostgreSQL + Slony + slon)
 #   molecule    molecule test --all --workers 2 (extensions/molecule scenarios)
 #
@@ -16,7 +22,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 
-all_stages=(unit changelog lint sanity integration molecule)
+all_stages=(unit changelog lint importer ee sanity installed matrix integration molecule)
 if [ $# -gt 0 ]; then
   stages=("$@")
 else
@@ -41,7 +47,13 @@ skipped=()
 stage_unit() { pytest -q -rxX tests/unit; }
 stage_changelog() { antsibull-changelog lint && echo "changelog fragments: ok"; }
 stage_lint() { ansible-lint; }
+stage_importer() { ./scripts/importer.sh; }
+stage_ee() { ./scripts/ee.sh; }
 stage_sanity() { ./scripts/sanity.sh; }
+stage_installed() { ./scripts/installed.sh; }
+# A version whose Python is missing on the machine is reported as skipped in the table
+# rather than failing the run (MATRIX_SKIP_MISSING=0 makes it fail).
+stage_matrix() { MATRIX_SKIP_MISSING="${MATRIX_SKIP_MISSING:-1}" ./scripts/matrix.sh; }
 stage_integration() {
   if ! has_files tests/integration 'test_*.py' '*_test.py'; then
     echo "no integration tests yet: skipped"

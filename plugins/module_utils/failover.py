@@ -18,21 +18,27 @@ The steps and their order are slonik's (``slonik_failed_node``, reference §2.24
    ``failedNode2(failed, T, seqno, [failed])`` on T creates FAILOVER_NODE; wait until
    every active surviving node has confirmed it; ``failedNode3`` on T;
 6. when T is not the requested backup: LOCK SET on T, MOVE SET to the backup and wait
-   until the backup has confirmed, set by set.
+   until the backup has confirmed, set by set (:class:`setmove.SetHandover`, as the
+   switchover).
+
+Planning reads first (:func:`read_failover`: the catalogs of the backup and of every
+surviving node, slonik's queries on the backup, the probe of the failed node, the
+events each survivor holds), then decides from that data alone (:func:`decide_failover`,
+pure).
 
 What slonik does not do and this module adds: every wait is bounded (slonik's waits
 never end) and names the nodes that are behind and the state of their slon; nothing
 is changed when a surviving node cannot be reached or its slon is not running (the
-failover could not complete); the failed node is probed first and a failover of a
-node whose database answers is refused unless forced; a run after a completed
-failover changes nothing, and a run after an interrupted one resumes where it stopped.
+failover could not complete; a slon that is restarting is first waited for, by a
+precondition step of the plan, at most ``slon_wait`` seconds); the failed node is
+probed first and a failover of a node whose database answers is refused unless forced;
+a run after a completed failover changes nothing, and a run after an interrupted one
+resumes where it stopped.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
-
-import time
 
 from .slonik import yes_no
 from .pg import psycopg2, sql
@@ -40,10 +46,10 @@ from .pg import psycopg2, sql
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .conninfo import parse_conninfo, redact_conninfo
 from .errors import SlonyError
-from .waits import DEFAULT_TIMEOUT, POLL_INTERVAL
-from .events import (Event, slon_state, submit_event,
-                     wait_for_event)
+from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK, Behind, Pending, poll_until, timeout_error
+from .events import Event, submit_event, wait_for_event
 from .plan import CALLBACK, WAIT, Plan, Planned, Step, execute_plan, function_call
+from .setmove import SetHandover, wait_for_slons
 
 # -- pure logic (unit tested) ---------------------------------------------------------
 
@@ -253,11 +259,15 @@ def _try_connect(conninfo, timeout):
 # -- the run ------------------------------------------------------------------------
 
 class FailoverRun:
-    """What the steps of one failover share while they run (and report afterwards)."""
+    """What the steps of one failover share while they run (and report afterwards).
 
-    def __init__(self, cluster, failed, backup, survivors, candidates, sets_to_move,
+    Pure data at planning time; the step runners get the cluster and the
+    :class:`plan.RunContext` (its clock) when they run. Every wait gets ``timeout``.
+    """
+
+    def __init__(self, ns, failed, backup, survivors, candidates, sets_to_move,
                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None):
-        self.cluster = cluster
+        self.ns = ns
         self.failed = failed
         self.backup = backup
         self.survivors = list(survivors)
@@ -271,42 +281,13 @@ class FailoverRun:
         self.seqno = None
         self.event = None
 
-    # -- helpers -------------------------------------------------------------------
-    def _transaction(self, node, statements, doing):
-        """Run ``[(query, params)]`` on ``node`` in one transaction, lock waits bounded.
-
-        Returns the rows of the last statement that returned some; logs the statements.
-        """
-        cluster = self.cluster
-        conn = cluster.connection(node)
-        texts = []
-        rows = None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
-                            ("%ds" % max(1, int(self.timeout)),))
-                for query, params in statements:
-                    texts.append(cur.mogrify(query, params).decode("utf-8"))
-                    cur.execute(query, params)
-                    if cur.description is not None:
-                        rows = cur.fetchall()
-            conn.commit()
-        except psycopg2.Error as exc:
-            conn.rollback()
-            raise cluster.error(node, exc, doing=doing)
-        cluster.log(node, "; ".join(texts))
-        return rows
-
-    def _deadline_passed(self, deadline):
-        return time.monotonic() >= deadline
-
     def _resume_hint(self):
         return ("; nothing is lost: fix the cause and run the same failover again, it "
                 "resumes where it stopped")
 
     # -- step 3: preFailover on every surviving node ---------------------------------
     def pre_failover_step(self, node):
-        ns = self.cluster.ns
+        ns = self.ns
         candidate = node in self.candidates
         query = function_call(ns, "preFailover", (self.failed, candidate))
 
@@ -342,42 +323,38 @@ class FailoverRun:
                     args=(self.failed, candidate), run=run)
 
     # -- step 4: the slons restart ---------------------------------------------------
-    def wait_for_restarts(self):
-        cluster = self.cluster
+    def wait_for_restarts(self, cluster, clock=SYSTEM_CLOCK):
+        """Wait until every slon noted by preFailover has registered with a new backend."""
         pending = dict((node, pid) for node, pid in self.slon_pids.items() if pid is not None)
-        deadline = time.monotonic() + self.timeout
-        while pending:
+        query = sql.SQL(_SLON_RESTARTED).format(ns=cluster.ns)
+
+        def probe():
             for node in sorted(pending):
-                rows = cluster.fetch(node, sql.SQL(_SLON_RESTARTED).format(ns=cluster.ns),
-                                     (pending[node], cluster.namespace))
-                if rows:
+                if cluster.fetch(node, query, (pending[node], cluster.namespace)):
                     del pending[node]
             if not pending:
-                break
-            if self._deadline_passed(deadline):
-                behind = ", ".join(
-                    "node %d (no new slon registration since backend %d; slon %s)"
-                    % (node, pid, slon_state(cluster, node)) for node, pid in sorted(pending.items()))
-                raise SlonyError(
-                    "timed out after %ss waiting for the slon daemons to restart after "
-                    "preFailover: %s. preFailover has run on node(s) %s (their paths from node "
-                    "%d are blanked); node %d is not failed over yet. slon restarts its worker 20 s "
-                    "after the request; a slon that is running but never restarts is hung: "
-                    "restart it%s" % (
-                        self.timeout, behind, ", ".join(map(str, self.survivors)), self.failed,
-                        self.failed, self._resume_hint()),
-                    node=sorted(pending)[0], queries=cluster.queries)
-            time.sleep(POLL_INTERVAL)
+                return True
+            return Pending([Behind(node, "no new slon registration since backend %d" % pid)
+                            for node, pid in sorted(pending.items())], note=(
+                "preFailover has run on node(s) %s (their paths from node %d are blanked); "
+                "node %d is not failed over yet. slon restarts its worker 20 s after the "
+                "request; a slon that is running but never restarts is hung: restart it%s" % (
+                    ", ".join(map(str, self.survivors)), self.failed, self.failed,
+                    self._resume_hint())))
+
+        poll_until(probe, self.timeout, lambda p: timeout_error(
+            cluster, "the slon daemons to restart after preFailover", self.timeout, p),
+            clock=clock)
 
     # -- step 5: promote the most-ahead candidate ------------------------------------
-    def seqnos(self):
-        return dict((node, _fetch(self.cluster, node, _MAX_SEQNO, (self.failed,))[0][0])
+    def seqnos(self, cluster):
+        return dict((node, _fetch(cluster, node, _MAX_SEQNO, (self.failed,))[0][0])
                     for node in self.survivors)
 
     def promote(self, cluster, step, ctx):
-        del step, ctx
-        self.wait_for_restarts()
-        seqnos = self.seqnos()
+        del step
+        self.wait_for_restarts(cluster, ctx.clock)
+        seqnos = self.seqnos(cluster)
         target, seqno = choose_temporary_backup(self.backup, seqnos, self.candidates)
         if not seqno:
             raise SlonyError("no surviving node holds any event of node %d, so there is no "
@@ -399,77 +376,57 @@ class FailoverRun:
         return events
 
     # -- step 5 (end): every surviving node confirms, then failedNode3 ------------------
-    def confirmers(self, target):
-        snap = read_snapshot(self.cluster, target)
+    def confirmers(self, cluster, target):
+        snap = read_snapshot(cluster, target)
         return sorted(n.id for n in snap.nodes.values()
                       if n.active and n.id != target and n.id != self.failed)
 
-    def wait_failover_confirmed(self):
+    def wait_failover_confirmed(self, cluster, clock=SYSTEM_CLOCK):
         target = self.temporary_backup
         try:
-            wait_for_event(self.cluster, self.event, self.confirmers(target),
-                           timeout=self.timeout, wait_on=target)
+            wait_for_event(cluster, self.event, self.confirmers(cluster, target),
+                           timeout=self.timeout, wait_on=target, clock=clock)
         except SlonyError as exc:
             raise SlonyError(
                 "%s. A node confirms FAILOVER_NODE once its slon has applied node %d's "
                 "events up to %s from node %d (it retries every 10 s)%s" % (
                     exc.message, self.failed, self.seqno, target, self._resume_hint()),
-                node=exc.node, queries=self.cluster.queries)
+                node=exc.node, queries=cluster.queries)
 
     def finish(self, cluster, step, ctx):
-        del step, ctx
-        self.wait_failover_confirmed()
+        del step
+        self.wait_failover_confirmed(cluster, ctx.clock)
         target = self.temporary_backup
         query = function_call(cluster.ns, "failedNode3", (self.failed, target, self.seqno))
         return submit_event(cluster, target, query, (self.failed, target, self.seqno))
 
     def wait_confirmed_only(self, cluster, step, ctx):
-        del cluster, step, ctx
-        self.wait_failover_confirmed()
+        del step
+        self.wait_failover_confirmed(cluster, ctx.clock)
 
     # -- step 6: move the sets from the temporary backup to the backup -----------------
     def move_sets(self, cluster, step, ctx):
-        del step, ctx
+        """LOCK SET, wait for the older transactions, MOVE SET to the backup, wait until
+        the backup confirms, set by set. A lock left by an interrupted run is reused; a
+        failure leaves the set locked, for the next run to resume with."""
+        del step
         target = self.temporary_backup
         if target is None or target == self.backup:
             return []
-        ns = cluster.ns
-        events = []
         sets = read_snapshot(cluster, target).sets
-        for set_id in self.sets_to_move:
-            entry = sets.get(set_id)
-            if entry is None or entry.origin != target:
-                continue  # not the promoted node's (any more): nothing to move
-            if entry.locked is None:
-                rows = self._transaction(target, [
-                    (sql.SQL("lock table {}.sl_config_lock").format(ns), None),
-                    (function_call(ns, "lockSet", (set_id,)), (set_id,)),
-                    (sql.SQL("select pg_catalog.txid_snapshot_xmax("
-                             "pg_catalog.txid_current_snapshot())"), None),
-                ], doing="LOCK SET (id = %d, origin = %d)" % (set_id, target))
-                xmax = rows[0][0]
-                self._wait_lock_set(target, set_id, xmax)
-            query = function_call(ns, "moveSet", (set_id, self.backup))
-            moved = submit_event(cluster, target, query, (set_id, self.backup))
+        mine = [s for s in self.sets_to_move if s in sets and sets[s].origin == target]
+        handover = SetHandover(target, self.backup, unlock_on_failure=False, locks=dict(
+            (s, sets[s].locked) for s in mine if sets[s].locked is not None),
+            failure_note="set(s) %(sets)s stay locked on node %(origin)d until the failover "
+                         "is run again")
+        events = []
+        for set_id in mine:
+            moved = handover.handover(cluster, set_id, self.timeout, ctx.clock)
             events.extend(moved)
             # FAILOVER is not finished until the backup node is the origin.
             wait_for_event(cluster, moved[-1], [self.backup], timeout=self.timeout,
-                           wait_on=target)
+                           wait_on=target, clock=ctx.clock)
         return events
-
-    def _wait_lock_set(self, node, set_id, xmax):
-        deadline = time.monotonic() + self.timeout
-        query = sql.SQL("select pg_catalog.txid_snapshot_xmin("
-                        "pg_catalog.txid_current_snapshot()) >= %s")
-        while not self.cluster.fetch(node, query, (xmax,))[0][0]:
-            if self._deadline_passed(deadline):
-                raise SlonyError(
-                    "timed out after %ss waiting, after LOCK SET %d on node %d, for the "
-                    "transactions older than txid %s on node %d's server to finish; set %d "
-                    "stays locked on node %d until the failover is run again" % (
-                        self.timeout, set_id, node, xmax, node, set_id, node),
-                    node=node, queries=self.cluster.queries)
-            time.sleep(POLL_INTERVAL)
 
     # -- DROP NODE --------------------------------------------------------------------
     def drop_failed_node(self, cluster, step, ctx):
@@ -480,7 +437,106 @@ class FailoverRun:
                             timeout=self.timeout, share_dir=ctx.share_dir, clock=ctx.clock)
 
 
-# -- planning -----------------------------------------------------------------------
+# -- reading --------------------------------------------------------------------------
+
+class FailoverRead:
+    """Everything :func:`decide_failover` needs, read by :func:`read_failover` (plain data).
+
+    ``snaps``: node id -> its own catalog, for the backup and every surviving node;
+    ``probe``: (reachable, findings) of the failed node, read when the failover is not
+    complete everywhere; ``sets_rows``: slonik's sets to move; ``promotion``: (node,
+    FAILOVER_NODE event, seqno) when failedNode2 already ran on a survivor; ``orphans``,
+    ``not_forwarded``: slonik's validation rows; ``seqnos``: survivor -> the highest
+    event of the failed node it holds; ``drop_plan``: DROP NODE's plan, read when the
+    failover is complete and the failed node is to be dropped.
+    """
+
+    def __init__(self, cluster_name, failed, backup, survivors=(), candidates=(), snaps=None,
+                 admin_nodes=()):
+        self.cluster_name = cluster_name
+        self.failed = failed
+        self.backup = backup
+        self.survivors = list(survivors)
+        self.candidates = list(candidates)
+        self.snaps = dict(snaps or {})
+        self.admin_nodes = list(admin_nodes)
+        self.probe = None
+        self.sets_rows = []
+        self.promotion = None
+        self.orphans = []
+        self.not_forwarded = []
+        self.seqnos = {}
+        self.drop_plan = None
+
+
+def check_backup(cluster_name, backup, bsnap):
+    """The backup must know itself and not be failed."""
+    if backup not in bsnap.nodes:
+        raise SlonyError("node %d does not know itself as a node of cluster %s"
+                         % (backup, cluster_name), node=backup)
+    if bsnap.nodes[backup].failed:
+        raise SlonyError("the backup node %d is itself a failed node" % backup, node=backup)
+
+
+def check_survivors_reachable(cluster_name, survivors, admin_nodes):
+    missing = [n for n in survivors if n not in admin_nodes]
+    if missing:
+        raise SlonyError(
+            "admin_conninfo has no entry for surviving node(s) %s; a failover must reach "
+            "every surviving node of cluster %s (nodes %s)" % (
+                ", ".join(map(str, missing)), cluster_name, ", ".join(map(str, survivors))),
+            node=missing[0])
+
+
+def incomplete_nodes(snaps, failed):
+    return sorted(n for n in snaps if not failover_complete_on(snaps[n], failed))
+
+
+def read_failover(cluster, failed, backup, drop_failed=False, probe=probe_failed_node):
+    """Read what the failover of ``failed`` to ``backup`` is decided from (slonik's
+    queries, in its order); a :class:`FailoverRead`. What the earlier reads show decides
+    what else is worth reading (nothing more once the failover is complete)."""
+    cluster.require_node(backup, "the failover (it is the backup node)")
+    bsnap = read_snapshot(cluster, backup)
+    check_backup(cluster.name, backup, bsnap)
+    params = {"failed": failed, "backup": backup, "failed_list": [failed]}
+    survivors, candidates = survivors_and_candidates(_fetch(cluster, backup, _CANDIDATES, params))
+    check_survivors_reachable(cluster.name, survivors, cluster.nodes())
+    data = FailoverRead(cluster.name, failed, backup, survivors, candidates, {backup: bsnap},
+                        cluster.nodes())
+    for node in survivors:
+        if node not in data.snaps:
+            data.snaps[node] = read_snapshot(cluster, node)
+    if not incomplete_nodes(data.snaps, failed):
+        if drop_failed and failed in bsnap.nodes:
+            from .nodes import plan_node_absent
+            data.drop_plan = plan_node_absent(cluster, failed, event_node=backup).plan
+        return data
+    data.probe = probe(cluster, failed, bsnap)
+    data.sets_rows = [r[0] for r in _fetch(cluster, backup, _SETS_TO_MOVE, params)]
+    data.promotion = _find_promotion(cluster, data.snaps, failed)
+    if data.promotion is None:
+        data.orphans = [r[0] for r in _fetch(cluster, backup, _ORPHANS, params)]
+        data.not_forwarded = [r[0] for r in _fetch(cluster, backup, _NOT_FORWARDED, params)]
+        data.seqnos = dict((node, _fetch(cluster, node, _MAX_SEQNO, (failed,))[0][0])
+                           for node in survivors)
+    return data
+
+
+def _find_promotion(cluster, snaps, failed):
+    """(node, FAILOVER_NODE event, seqno) when failedNode2 already ran on a survivor."""
+    for node in sorted(snaps):
+        entry = snaps[node].nodes.get(failed)
+        if entry is None or not entry.failed:
+            continue
+        rows = _fetch(cluster, node, _OWN_FAILOVER_EVENT, (str(failed), cluster.namespace))
+        if rows:
+            origin, seqno, data2 = rows[0]
+            return node, Event(origin, seqno, "FAILOVER_NODE"), int(data2)
+    return None
+
+
+# -- deciding (pure) ------------------------------------------------------------------
 
 def _set_views(sets, origin=None):
     return [{"id": s, "origin": origin if origin is not None else o} for s, o in sets]
@@ -490,201 +546,56 @@ def _view(failed, backup, state, sets):
     return {"failed_node": failed, "backup_node": backup, "state": state, "sets": sets}
 
 
-def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
-                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
-                  probe=probe_failed_node):
-    """Plan the failover of ``failed`` to ``backup``. Returns (plan, before, after, extra).
-
-    ``slon_wait``: seconds to wait for the slon of a surviving node that is not running
-    (restarting) before refusing; 0 (check mode) does not wait.
-    ``extra`` is filled in while the plan runs (the node actually promoted first).
-    """
-    if failed == backup:
-        raise SlonyError("failed_node and backup_node are both node %d" % failed, node=failed)
-    cluster.require_node(backup, "the failover (it is the backup node)")
-    ns = cluster.ns
-    bsnap = read_snapshot(cluster, backup)
-    if backup not in bsnap.nodes:
-        raise SlonyError("node %d does not know itself as a node of cluster %s"
-                         % (backup, cluster.name), node=backup)
-    if bsnap.nodes[backup].failed:
-        raise SlonyError("the backup node %d is itself a failed node" % backup, node=backup)
-    fentry = bsnap.nodes.get(failed)
-    params = {"failed": failed, "backup": backup, "failed_list": [failed]}
-    rows = _fetch(cluster, backup, _CANDIDATES, params)
-    survivors, candidates = survivors_and_candidates(rows)
-    missing = [n for n in survivors if not cluster.has_node(n)]
-    if missing:
-        raise SlonyError(
-            "admin_conninfo has no entry for surviving node(s) %s; a failover must reach "
-            "every surviving node of cluster %s (nodes %s)" % (
-                ", ".join(map(str, missing)), cluster.name, ", ".join(map(str, survivors))),
-            node=missing[0])
-    snaps = {backup: bsnap}
-    for node in survivors:
-        if node not in snaps:
-            snaps[node] = read_snapshot(cluster, node)
-    extra = {"surviving_nodes": survivors, "candidates": candidates,
-             "temporary_backup": None, "failed_node_reachable": None,
-             "failed_node_probe": []}
-
-    # Sets of the failed node, as long as one survivor has not failed them over yet.
-    sets_of_failed = {}
+def sets_of_failed_node(snaps, failed):
+    """[(set id, failed)] of the sets some survivor still shows on the failed node."""
+    found = set()
     for node in sorted(snaps):
         for entry in snaps[node].sets.values():
             if entry.origin == failed:
-                sets_of_failed[entry.id] = failed
-    sets_of_failed = sorted(sets_of_failed.items())
-
-    state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
-    before = _view(failed, backup, state, _set_views(sets_of_failed))
-    after = _view(failed, backup, "absent" if drop_failed or state == "absent" else "failed",
-                  _set_views(sets_of_failed, origin=backup))
-    plan = Plan()
-    incomplete = sorted(n for n in snaps if not failover_complete_on(snaps[n], failed))
-    still_known = sorted(n for n in snaps if failed in snaps[n].nodes)
-
-    if not incomplete:
-        # The failover is done everywhere.
-        if fentry is None:
-            if still_known:
-                plan.add(Step(WAIT, backup, "wait until node(s) %s have processed the DROP NODE "
-                              "of node %d" % (", ".join(map(str, still_known)), failed),
-                              confirmers=still_known))
-            return Planned(plan, before, after, extra)
-        if drop_failed:
-            from .nodes import plan_node_absent
-            plan.extend(plan_node_absent(cluster, failed, event_node=backup).plan.steps)
-        return Planned(plan, before, after, extra)
-
-    # Something is left to do: the failed node must really be lost, and the failover must
-    # be able to complete.
-    reachable, findings = probe(cluster, failed, bsnap)
-    extra["failed_node_reachable"] = reachable
-    extra["failed_node_probe"] = findings
-    if reachable and not force:
-        raise SlonyError(
-            "node %d is not failed: %s. Failing over a node that still runs splits the "
-            "cluster (its applications keep writing to the old origin); use "
-            "dany.slony.slony_switchover for a planned move, or force: true if node %d "
-            "is really lost" % (failed, "; ".join(f for f in findings if "answers" in f),
-                                failed), node=failed)
-    _check_slons(cluster, snaps, survivors, failed, slon_wait)
-
-    sets_rows = _fetch(cluster, backup, _SETS_TO_MOVE, params)
-    run = FailoverRun(cluster, failed, backup, survivors, candidates,
-                      [r[0] for r in sets_rows], timeout=timeout, wait_enabled=wait_enabled,
-                      report=extra)
-    slonik = "failover (id = %d, backup node = %d);" % (failed, backup)
-
-    resume = _find_promotion(cluster, snaps, failed)
-    if resume is not None:
-        target, event, seqno = resume
-        run.temporary_backup, run.event, run.seqno = target, event, seqno
-        extra["temporary_backup"] = target
-        if target != backup:
-            # The backup may have failed the sets over already: take them from any node
-            # that still shows them on the failed node.
-            run.sets_to_move = sorted(set(run.sets_to_move) | set(s for s, o in sets_of_failed))
-        if not failover_complete_on(snaps[target], failed):
-            plan.add(Step(CALLBACK, target,
-                          "resume the failover of node %d: node %d was promoted (FAILOVER_NODE "
-                          "%s up to event %s of node %d); wait until every surviving node has "
-                          "confirmed it, then finish on node %d (failedNode3)" % (
-                              failed, target, event.seqno, seqno, failed, target),
-                          slonik=slonik,
-                          query=function_call(ns, "failedNode3", (failed, target, seqno)),
-                          params=(failed, target, seqno), function="failedNode3",
-                          args=(failed, target, seqno), run=run.finish))
-        else:
-            plan.add(Step(WAIT, target, "wait until every surviving node has confirmed "
-                          "FAILOVER_NODE %s of node %d" % (event.seqno, target),
-                          run=run.wait_confirmed_only))
-    else:
-        _validate(cluster, failed, backup, params, sets_of_failed, candidates)
-        _check_candidates(snaps, candidates, failed)
-        seqnos = dict((node, _fetch(cluster, node, _MAX_SEQNO, (failed,))[0][0])
-                      for node in survivors)
-        extra["failed_node_events"] = [{"node": n, "max_seqno": seqnos[n]} for n in sorted(seqnos)]
-        expected, expected_seqno = choose_temporary_backup(backup, seqnos, candidates)
-        if not expected_seqno:
-            raise SlonyError("no surviving node holds any event of node %d, so there is no "
-                             "point to fail over from; nothing was changed" % failed,
-                             node=backup)
-        extra["temporary_backup"] = expected
-        for index, node in enumerate(survivors):
-            step = run.pre_failover_step(node)
-            if index == 0:
-                step.slonik = slonik
-            plan.add(step)
-        plan.add(Step(CALLBACK, expected,
-                      "wait until the slons of node(s) %s have restarted, then promote the "
-                      "failover candidate holding the most events of node %d (now node %d, up "
-                      "to event %s): failedNode2 creates FAILOVER_NODE" % (
-                          ", ".join(map(str, survivors)), failed, expected, expected_seqno),
-                      query=function_call(ns, "failedNode2",
-                                          (failed, expected, expected_seqno, [failed])),
-                      params=(failed, expected, expected_seqno, [failed]),
-                      function="failedNode2", args=(failed, expected, expected_seqno),
-                      run=run.promote))
-        plan.add(Step(CALLBACK, expected,
-                      "wait until every surviving node has confirmed FAILOVER_NODE, then "
-                      "finish on the promoted node (failedNode3: it becomes the origin of "
-                      "the sets of node %d)" % failed,
-                      query=function_call(ns, "failedNode3", (failed, expected, expected_seqno)),
-                      params=(failed, expected, expected_seqno), function="failedNode3",
-                      args=(failed, expected, expected_seqno), run=run.finish))
-
-    if run.sets_to_move:
-        shown = run.temporary_backup or extra["temporary_backup"]
-        plan.add(Step(CALLBACK, backup,
-                      "if the promoted node (now expected: node %s) is not node %d: LOCK SET, "
-                      "MOVE SET to node %d and wait until node %d confirms, for set(s) %s" % (
-                          shown, backup, backup, backup, ", ".join(map(str, run.sets_to_move))),
-                      query=function_call(ns, "moveSet", (run.sets_to_move[0], backup)),
-                      params=(run.sets_to_move[0], backup), function="moveSet",
-                      args=(run.sets_to_move[0], backup), run=run.move_sets))
-    if drop_failed:
-        plan.add(Step(CALLBACK, backup,
-                      "drop node %d from the cluster through node %d (DROP NODE) and wait "
-                      "until the other nodes have dropped it" % (failed, backup),
-                      slonik="drop node (id = %d, event node = %d);" % (failed, backup),
-                      query=function_call(ns, "dropNode", ([failed],)), params=([failed],),
-                      function="dropNode", args=([failed],), run=run.drop_failed_node))
-    return Planned(plan, before, after, extra)
+                found.add(entry.id)
+    return [(s, failed) for s in sorted(found)]
 
 
-def _check_slons(cluster, snaps, survivors, failed, slon_wait=0):
+def _check_slons(data, slon_wait=0):
     """Every active surviving node needs a running slon, or the failover cannot finish.
 
     A slon that is restarting (slon waits 20 s before it restarts its worker, for
     instance after the preFailover of an interrupted run) is waited for, at most
-    ``slon_wait`` seconds.
+    ``slon_wait`` seconds, by the precondition step returned (None: every slon runs);
+    with ``slon_wait`` 0 a stopped slon is refused at once.
     """
     down = []
-    for node in survivors:
-        entry = snaps[node].nodes.get(node)
-        if entry is not None and entry.active and not snaps[node].slon_running:
+    for node in data.survivors:
+        snap = data.snaps[node]
+        entry = snap.nodes.get(node)
+        if entry is not None and entry.active and not snap.slon_running:
             down.append(node)
-    deadline = time.monotonic() + slon_wait
-    while down and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL * 5)
-        down = [node for node in down if slon_state(cluster, node) != "running"]
-    if down:
-        raise SlonyError(
-            "the slon daemon of surviving node(s) %s is not running%s; the failover of node %d "
-            "needs every surviving node's slon (each one must process FAILOVER_NODE). Start "
-            "it (role dany.slony.slon) and run the failover again; nothing was changed" % (
-                ", ".join(map(str, down)),
-                " (waited %ss for it to come back)" % slon_wait if slon_wait else "", failed),
-            node=down[0], queries=cluster.queries)
+    if not down:
+        return None
+
+    def refusal(nodes, waited=None):
+        return ("the slon daemon of surviving node(s) %s is not running%s; the failover of node "
+                "%d needs every surviving node's slon (each one must process FAILOVER_NODE). "
+                "Start it (role dany.slony.slon) and run the failover again; nothing was "
+                "changed%s" % (", ".join(map(str, nodes)),
+                               " (waited %ss for it to come back)" % slon_wait if waited else "",
+                               data.failed, "; " + waited if waited else ""))
+
+    if not slon_wait:
+        raise SlonyError(refusal(down), node=down[0])
+
+    def run(cluster, step, ctx):
+        wait_for_slons(cluster, down, slon_wait, refusal, clock=ctx.clock)
+
+    return Step(WAIT, data.backup, "wait up to %ss for the slon daemon of surviving node(s) %s "
+                "to run again; refuse the failover, nothing changed, if it does not"
+                % (slon_wait, ", ".join(map(str, down))), required=True, run=run)
 
 
-def _validate(cluster, failed, backup, params, sets_of_failed, candidates):
-    orphans = [r[0] for r in _fetch(cluster, backup, _ORPHANS, params)]
-    not_forwarded = [r[0] for r in _fetch(cluster, backup, _NOT_FORWARDED, params)]
-    errors = validation_errors(failed, backup, orphans, not_forwarded)
-    if not candidates and sets_of_failed:
+def _validate(data, sets_of_failed):
+    failed, backup = data.failed, data.backup
+    errors = validation_errors(failed, backup, data.orphans, data.not_forwarded)
+    if not data.candidates and sets_of_failed:
         errors.append("no surviving node is a failover candidate for node %d (a direct, "
                       "forwarding subscriber of every set of node %d)" % (failed, failed))
     if errors:
@@ -713,18 +624,171 @@ def _check_candidates(snaps, candidates, failed):
                          "catalogs); nothing was changed" % (failed, "; ".join(errors)))
 
 
-def _find_promotion(cluster, snaps, failed):
-    """(node, FAILOVER_NODE event, seqno) when failedNode2 already ran on a survivor."""
-    for node in sorted(snaps):
-        entry = snaps[node].nodes.get(failed)
-        if entry is None or not entry.failed:
-            continue
-        rows = _fetch(cluster, node, _OWN_FAILOVER_EVENT, (str(failed), cluster.namespace))
-        if rows:
-            origin, seqno, data2 = rows[0]
-            return node, Event(origin, seqno, "FAILOVER_NODE"), int(data2)
-    return None
+def _done_plan(data):
+    """The failover is complete everywhere: wait for a DROP NODE, or drop the node."""
+    plan = Plan()
+    failed, backup = data.failed, data.backup
+    if failed not in data.snaps[backup].nodes:
+        still_known = sorted(n for n in data.snaps if failed in data.snaps[n].nodes)
+        if still_known:
+            plan.add(Step(WAIT, backup, "wait until node(s) %s have processed the DROP NODE "
+                          "of node %d" % (", ".join(map(str, still_known)), failed),
+                          confirmers=still_known))
+    elif data.drop_plan is not None:
+        plan.extend(data.drop_plan.steps)
+    return plan
 
 
-__all__ = ["plan_failover", "choose_temporary_backup", "survivors_and_candidates",
-           "validation_errors", "failover_complete_on", "server_answered", "FailoverRun"]
+def _refuse_live_node(data, force):
+    reachable, findings = data.probe
+    if reachable and not force:
+        failed = data.failed
+        raise SlonyError(
+            "node %d is not failed: %s. Failing over a node that still runs splits the "
+            "cluster (its applications keep writing to the old origin); use "
+            "dany.slony.slony_switchover for a planned move, or force: true if node %d "
+            "is really lost" % (failed, "; ".join(f for f in findings if "answers" in f),
+                                failed), node=failed)
+
+
+def _resume_steps(data, run, sets_of_failed, slonik):
+    """failedNode2 already ran on a survivor (an interrupted run): finish from there."""
+    target, event, seqno = data.promotion
+    failed = data.failed
+    run.temporary_backup, run.event, run.seqno = target, event, seqno
+    run.report["temporary_backup"] = target
+    if target != data.backup:
+        # The backup may have failed the sets over already: take them from any node
+        # that still shows them on the failed node.
+        run.sets_to_move = sorted(set(run.sets_to_move) | set(s for s, o in sets_of_failed))
+    if failover_complete_on(data.snaps[target], failed):
+        return [Step(WAIT, target, "wait until every surviving node has confirmed "
+                     "FAILOVER_NODE %s of node %d" % (event.seqno, target),
+                     run=run.wait_confirmed_only)]
+    return [Step(CALLBACK, target,
+                 "resume the failover of node %d: node %d was promoted (FAILOVER_NODE %s up to "
+                 "event %s of node %d); wait until every surviving node has confirmed it, then "
+                 "finish on node %d (failedNode3)" % (
+                     failed, target, event.seqno, seqno, failed, target),
+                 slonik=slonik, query=function_call(run.ns, "failedNode3", (failed, target, seqno)),
+                 params=(failed, target, seqno), function="failedNode3",
+                 args=(failed, target, seqno), run=run.finish)]
+
+
+def _promotion_steps(data, run, sets_of_failed, slonik):
+    """preFailover everywhere, then failedNode2 and failedNode3 on the node expected to be
+    the most ahead (chosen again at run time, after the slons restarted)."""
+    failed, ns = data.failed, run.ns
+    _validate(data, sets_of_failed)
+    _check_candidates(data.snaps, data.candidates, failed)
+    seqnos = data.seqnos
+    run.report["failed_node_events"] = [{"node": n, "max_seqno": seqnos[n]} for n in sorted(seqnos)]
+    expected, expected_seqno = choose_temporary_backup(data.backup, seqnos, data.candidates)
+    if not expected_seqno:
+        raise SlonyError("no surviving node holds any event of node %d, so there is no "
+                         "point to fail over from; nothing was changed" % failed,
+                         node=data.backup)
+    run.report["temporary_backup"] = expected
+    steps = [run.pre_failover_step(node) for node in data.survivors]
+    if steps:
+        steps[0].slonik = slonik
+    promote_args = (failed, expected, expected_seqno, [failed])
+    steps.append(Step(CALLBACK, expected,
+                      "wait until the slons of node(s) %s have restarted, then promote the "
+                      "failover candidate holding the most events of node %d (now node %d, up "
+                      "to event %s): failedNode2 creates FAILOVER_NODE" % (
+                          ", ".join(map(str, data.survivors)), failed, expected, expected_seqno),
+                      query=function_call(ns, "failedNode2", promote_args), params=promote_args,
+                      function="failedNode2", args=promote_args[:3], run=run.promote))
+    finish_args = (failed, expected, expected_seqno)
+    steps.append(Step(CALLBACK, expected,
+                      "wait until every surviving node has confirmed FAILOVER_NODE, then "
+                      "finish on the promoted node (failedNode3: it becomes the origin of "
+                      "the sets of node %d)" % failed,
+                      query=function_call(ns, "failedNode3", finish_args), params=finish_args,
+                      function="failedNode3", args=finish_args, run=run.finish))
+    return steps
+
+
+def _final_steps(data, run, drop_failed):
+    """MOVE SET from the promoted node to the backup when they differ; DROP NODE."""
+    failed, backup, ns = data.failed, data.backup, run.ns
+    steps = []
+    if run.sets_to_move:
+        shown = run.temporary_backup or run.report["temporary_backup"]
+        first = (run.sets_to_move[0], backup)
+        steps.append(Step(CALLBACK, backup,
+                          "if the promoted node (now expected: node %s) is not node %d: LOCK "
+                          "SET, MOVE SET to node %d and wait until node %d confirms, for set(s) "
+                          "%s" % (shown, backup, backup, backup,
+                                  ", ".join(map(str, run.sets_to_move))),
+                          query=function_call(ns, "moveSet", first), params=first,
+                          function="moveSet", args=first, run=run.move_sets))
+    if drop_failed:
+        steps.append(Step(CALLBACK, backup,
+                          "drop node %d from the cluster through node %d (DROP NODE) and wait "
+                          "until the other nodes have dropped it" % (failed, backup),
+                          slonik="drop node (id = %d, event node = %d);" % (failed, backup),
+                          query=function_call(ns, "dropNode", ([failed],)), params=([failed],),
+                          function="dropNode", args=([failed],), run=run.drop_failed_node))
+    return steps
+
+
+def decide_failover(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
+                    wait_enabled=True, slon_wait=0):
+    """The Planned failover, decided from ``data`` (a :class:`FailoverRead`) alone."""
+    failed, backup = data.failed, data.backup
+    fentry = data.snaps[backup].nodes.get(failed)
+    extra = {"surviving_nodes": data.survivors, "candidates": data.candidates,
+             "temporary_backup": None, "failed_node_reachable": None,
+             "failed_node_probe": []}
+    sets_of_failed = sets_of_failed_node(data.snaps, failed)
+    state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
+    before = _view(failed, backup, state, _set_views(sets_of_failed))
+    after = _view(failed, backup, "absent" if drop_failed or state == "absent" else "failed",
+                  _set_views(sets_of_failed, origin=backup))
+    if not incomplete_nodes(data.snaps, failed):
+        return Planned(_done_plan(data), before, after, extra)
+
+    # Something is left to do: the failed node must really be lost, and the failover must
+    # be able to complete.
+    extra["failed_node_reachable"], extra["failed_node_probe"] = data.probe
+    _refuse_live_node(data, force)
+    plan = Plan()
+    slons = _check_slons(data, slon_wait)
+    if slons is not None:
+        plan.add(slons)
+    run = FailoverRun(ns, failed, backup, data.survivors, data.candidates, data.sets_rows,
+                      timeout=timeout, wait_enabled=wait_enabled, report=extra)
+    slonik = "failover (id = %d, backup node = %d);" % (failed, backup)
+    if data.promotion is not None:
+        plan.extend(_resume_steps(data, run, sets_of_failed, slonik))
+    else:
+        plan.extend(_promotion_steps(data, run, sets_of_failed, slonik))
+    plan.extend(_final_steps(data, run, drop_failed))
+    planned = Planned(plan, before, after, extra)
+    # What the run learns (the node actually promoted) goes into the returned extra.
+    run.report = planned.extra
+    return planned
+
+
+def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
+                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
+                  probe=probe_failed_node):
+    """Plan the failover of ``failed`` to ``backup``: read, then decide. A Planned.
+
+    ``slon_wait``: seconds the run first waits for the slon of a surviving node that is
+    not running (restarting) before it refuses; 0 refuses at once (the module passes 0
+    in check mode). ``extra`` is filled in while the plan runs (the node actually
+    promoted first).
+    """
+    if failed == backup:
+        raise SlonyError("failed_node and backup_node are both node %d" % failed, node=failed)
+    data = read_failover(cluster, failed, backup, drop_failed=drop_failed, probe=probe)
+    return decide_failover(data, cluster.ns, force=force, drop_failed=drop_failed,
+                           timeout=timeout, wait_enabled=wait_enabled, slon_wait=slon_wait)
+
+
+__all__ = ["plan_failover", "read_failover", "decide_failover", "FailoverRead",
+           "choose_temporary_backup", "survivors_and_candidates", "validation_errors",
+           "failover_complete_on", "server_answered", "FailoverRun"]

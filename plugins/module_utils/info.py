@@ -320,6 +320,27 @@ def _compare(kind, ident, label, per_node):
     }
 
 
+def _collect(snapshots, nodes, kind, getter, fields, label, ident, scope=None):
+    """Drift entries for the objects ``getter(snapshot)`` ({key: object}) of the
+    compared ``nodes`` (or of ``scope(key)``), compared on ``fields(object)``."""
+    keys = set()
+    for node in nodes:
+        keys.update(getter(snapshots[node]))
+    drift = []
+    for key in sorted(keys):
+        members = scope(key) if scope else nodes
+        if not members:
+            continue
+        per_node = {}
+        for node in members:
+            obj = getter(snapshots[node]).get(key)
+            per_node[node] = None if obj is None else fields(obj)
+        entry = _compare(kind, ident(key), label(key), per_node)
+        if entry:
+            drift.append(entry)
+    return drift
+
+
 def find_drift(snapshots, redact=redact_conninfo):
     """Disagreements between the catalogs of ``snapshots`` ({node: Snapshot}).
 
@@ -327,44 +348,33 @@ def find_drift(snapshots, redact=redact_conninfo):
     output (the comparison itself uses the real values).
     """
     nodes = compared_nodes(snapshots)
-    snaps = [snapshots[n] for n in nodes]
-    drift = []
+    drift = _collect(snapshots, nodes, "node", lambda s: s.nodes,
+                     lambda o: (("active", o.active, o.active), ("failed", o.failed, o.failed),
+                                ("comment", o.comment, o.comment)),
+                     lambda k: "node %d" % k, str)
+    drift += _collect(snapshots, nodes, "path", lambda s: s.paths,
+                      lambda o: (("conninfo", o.conninfo,
+                                  o.conninfo if o.conninfo == PENDING_CONNINFO
+                                  else redact(o.conninfo)),
+                                 ("connretry", o.connretry, o.connretry)),
+                      lambda k: "path %d -> %d" % k, lambda k: "%d->%d" % k)
+    drift += _collect(snapshots, nodes, "set", lambda s: s.sets,
+                      lambda o: (("origin", o.origin, o.origin),
+                                 ("comment", o.comment, o.comment)),
+                      lambda k: "set %d" % k, str)
+    drift += _collect(snapshots, nodes, "subscription", lambda s: s.subscriptions,
+                      lambda o: (("provider", o.provider, o.provider),
+                                 ("forward", o.forward, o.forward)),
+                      lambda k: "subscription of node %d to set %d" % (k[1], k[0]),
+                      lambda k: "%d:%d" % k)
+    return drift + _member_drift(snapshots, nodes)
 
-    def collect(kind, getter, fields, label, ident, scope=None):
-        keys = set()
-        for snap in snaps:
-            keys.update(getter(snap))
-        for key in sorted(keys):
-            members = scope(key) if scope else nodes
-            if not members:
-                continue
-            per_node = {}
-            for node in members:
-                obj = getter(snapshots[node]).get(key)
-                per_node[node] = None if obj is None else fields(obj)
-            entry = _compare(kind, ident(key), label(key), per_node)
-            if entry:
-                drift.append(entry)
 
-    collect("node", lambda s: s.nodes,
-            lambda o: (("active", o.active, o.active), ("failed", o.failed, o.failed),
-                       ("comment", o.comment, o.comment)),
-            lambda k: "node %d" % k, str)
-    collect("path", lambda s: s.paths,
-            lambda o: (("conninfo", o.conninfo, o.conninfo if o.conninfo == PENDING_CONNINFO
-                        else redact(o.conninfo)),
-                       ("connretry", o.connretry, o.connretry)),
-            lambda k: "path %d -> %d" % k, lambda k: "%d->%d" % k)
-    collect("set", lambda s: s.sets,
-            lambda o: (("origin", o.origin, o.origin), ("comment", o.comment, o.comment)),
-            lambda k: "set %d" % k, str)
-    collect("subscription", lambda s: s.subscriptions,
-            lambda o: (("provider", o.provider, o.provider), ("forward", o.forward, o.forward)),
-            lambda k: "subscription of node %d to set %d" % (k[1], k[0]),
-            lambda k: "%d:%d" % k)
-
+def _member_drift(snapshots, nodes):
+    """Drift of tables and sequences, compared among the nodes holding their set."""
     set_ids = set()
-    for snap in snaps:
+    for node in nodes:
+        snap = snapshots[node]
         set_ids.update(snap.sets)
         set_ids.update(t.set for t in snap.tables.values())
         set_ids.update(s.set for s in snap.sequences.values())
@@ -382,29 +392,33 @@ def find_drift(snapshots, redact=redact_conninfo):
             return sorted(members)
         return scope
 
+    drift = []
     for kind, attr, fields in (
             ("table", "tables", lambda o: (("set", o.set, o.set), ("schema", o.schema, o.schema),
                                            ("name", o.name, o.name), ("key", o.key, o.key))),
             ("sequence", "sequences", lambda o: (("set", o.set, o.set),
                                                  ("schema", o.schema, o.schema),
                                                  ("name", o.name, o.name)))):
-        collect(kind, lambda s, a=attr: getattr(s, a), fields,
-                lambda k, kd=kind: "%s %d" % (kd, k), str, scope=member_scope(attr))
+        drift += _collect(snapshots, nodes, kind, lambda s, a=attr: getattr(s, a), fields,
+                          lambda k, kd=kind: "%s %d" % (kd, k), str, scope=member_scope(attr))
         # Rows for a set the node does not hold: left over, or half-applied.
         for node in nodes:
             for obj in sorted(getattr(snapshots[node], attr).values()):
                 if node not in holders.get(obj.set, []):
-                    drift.append({
-                        "kind": kind, "id": str(obj.id),
-                        "message": "%s %d (%s.%s) of set %d is in the catalog of node %d, "
-                                   "which neither originates set %d nor has finished "
-                                   "subscribing to it" % (kind, obj.id, obj.schema, obj.name,
-                                                          obj.set, node, obj.set),
-                        "missing_on": [],
-                        "values": [{"node": node, "value": {"set": obj.set, "schema": obj.schema,
-                                                            "name": obj.name}}],
-                    })
+                    drift.append(_stray_member(kind, obj, node))
     return drift
+
+
+def _stray_member(kind, obj, node):
+    return {
+        "kind": kind, "id": str(obj.id),
+        "message": "%s %d (%s.%s) of set %d is in the catalog of node %d, which neither "
+                   "originates set %d nor has finished subscribing to it" % (
+                       kind, obj.id, obj.schema, obj.name, obj.set, node, obj.set),
+        "missing_on": [],
+        "values": [{"node": node, "value": {"set": obj.set, "schema": obj.schema,
+                                            "name": obj.name}}],
+    }
 
 
 def config_in_flight(health_by_node, nodes):
@@ -496,12 +510,8 @@ def build_facts(cluster_name, namespace, reads, sections=SECTIONS, redact=redact
     """The facts, from what was read (``reads``: {node: NodeRead}); no database access."""
     sections = list(sections)
     want = set(sections)
-    need_health = bool(want & set(("lag", "slons", "drift")))
-    admin_nodes = sorted(reads)
-    ok = dict((n, r) for n, r in reads.items() if r.ok)
-    snaps = dict((n, r.snapshot) for n, r in ok.items())
-    order = sorted(ok)
-
+    view = ReadView(reads, namespace, redact,
+                    need_health=bool(want & set(("lag", "slons", "drift"))))
     facts = {
         "cluster_name": cluster_name,
         "sections": sections,
@@ -509,178 +519,220 @@ def build_facts(cluster_name, namespace, reads, sections=SECTIONS, redact=redact
         "unreachable_nodes": [{"node": n, "error": r.error}
                               for n, r in sorted(reads.items()) if not r.ok],
     }
+    for section in SECTIONS:
+        if section in want:
+            facts.update(_SECTION_FACTS[section](view))
+    return facts
 
-    # node id -> node read first for it: itself, else the lowest read node knowing it.
-    known_nodes = set(admin_nodes)
-    for snap in snaps.values():
-        known_nodes.update(snap.nodes)
 
-    slon = dict((n, _slon_facts(n, reads[n])) for n in admin_nodes) if need_health else {}
+class ReadView:
+    """What was read from every node, indexed the way the sections need it (pure)."""
 
-    if "nodes" in want:
-        rows = []
-        for node_id in sorted(known_nodes):
-            source = node_id if node_id in snaps and node_id in snaps[node_id].nodes else \
-                _first(order, lambda n, i=node_id: i in snaps[n].nodes)
-            obj = snaps[source].nodes[node_id] if source is not None else None
-            read = reads.get(node_id)
-            rows.append({
-                "id": node_id,
-                "comment": obj.comment if obj else None,
-                "active": obj.active if obj else None,
-                "failed": obj.failed if obj else None,
-                "in_admin_conninfo": read is not None,
-                "reachable": (read.ok if read is not None else None),
-                "error": read.error if read is not None else None,
-                "source": source,
-            })
-        facts["nodes"] = rows
+    def __init__(self, reads, namespace, redact=redact_conninfo, need_health=True):
+        self.reads = reads
+        self.namespace = namespace
+        self.redact = redact
+        self.admin_nodes = sorted(reads)
+        self.ok = dict((n, r) for n, r in reads.items() if r.ok)
+        self.snaps = dict((n, r.snapshot) for n, r in self.ok.items())
+        self.order = sorted(self.ok)
+        self.slon = dict((n, _slon_facts(n, reads[n])) for n in self.admin_nodes) \
+            if need_health else {}
+        # Sets: as their origin sees them (the origin as the lowest read node knows it).
+        self.set_source = {}
+        for snap_node in self.order:
+            for set_id, sset in self.snaps[snap_node].sets.items():
+                if set_id not in self.set_source:
+                    self.set_source[set_id] = sset.origin if sset.origin in self.snaps and \
+                        set_id in self.snaps[sset.origin].sets else snap_node
+        self.set_origin = dict((i, self.snaps[src].sets[i].origin)
+                               for i, src in self.set_source.items())
+        # Subscriptions: provider/forward as the set's origin records them.
+        self.subs = {}
+        for snap_node in self.order:
+            for key, sub in self.snaps[snap_node].subscriptions.items():
+                if key not in self.subs or snap_node == self.set_origin.get(key[0]):
+                    self.subs[key] = (sub, snap_node)
 
-    if "paths" in want:
-        keys = set()
-        for snap in snaps.values():
-            keys.update(snap.paths)
-        rows = []
-        for key in sorted(keys):
-            client = key[1]
-            source = client if client in snaps and key in snaps[client].paths else \
-                _first(order, lambda n, k=key: k in snaps[n].paths)
-            path = snaps[source].paths[key]
-            pending = path.conninfo == PENDING_CONNINFO
-            rows.append({"server": path.server, "client": path.client,
-                         "conninfo": path.conninfo if pending else redact(path.conninfo),
-                         "connretry": path.connretry, "pending": pending, "source": source})
-        facts["paths"] = rows
+    def first(self, predicate):
+        """The lowest read node for which ``predicate(node)`` holds, or None."""
+        return _first(self.order, predicate)
 
-    if "listens" in want:
-        rows = []
-        receivers = set()
-        for snap in snaps.values():
-            receivers.update(entry.receiver for entry in snap.listens)
-        for receiver in sorted(receivers):
-            source = receiver if receiver in snaps else \
-                _first(order, lambda n, r=receiver: any(e.receiver == r for e in snaps[n].listens))
-            rows.extend({"origin": e.origin, "provider": e.provider, "receiver": e.receiver,
-                         "source": source}
-                        for e in snaps[source].listens if e.receiver == receiver)
-        facts["listens"] = rows
-
-    # Sets: as their origin sees them (the origin as the lowest read node knows it).
-    set_source = {}
-    for snap_node in order:
-        for set_id, sset in snaps[snap_node].sets.items():
-            if set_id not in set_source:
-                set_source[set_id] = sset.origin if sset.origin in snaps and \
-                    set_id in snaps[sset.origin].sets else snap_node
-    set_origin = dict((i, snaps[src].sets[i].origin) for i, src in set_source.items())
-
-    if "sets" in want:
-        rows = []
-        for set_id in sorted(set_source):
-            snap = snaps[set_source[set_id]]
-            sset = snap.sets[set_id]
-            rows.append({"id": set_id, "origin": sset.origin, "comment": sset.comment,
-                         "locked": sset.locked is not None,
-                         "tables": sum(1 for t in snap.tables.values() if t.set == set_id),
-                         "sequences": sum(1 for s in snap.sequences.values() if s.set == set_id),
-                         "subscribers": snap.receivers(set_id), "source": set_source[set_id]})
-        facts["sets"] = rows
-
-    for section, attr in (("tables", "tables"), ("sequences", "sequences")):
-        if section not in want:
-            continue
-        rows, seen = [], set()
-        by_set = {}
-        for snap_node in order:
-            for obj in getattr(snaps[snap_node], attr).values():
-                by_set.setdefault(obj.set, set()).add(snap_node)
-        for set_id in sorted(by_set):
-            origin = set_origin.get(set_id)
-            source = origin if origin in by_set[set_id] else min(by_set[set_id])
-            for obj in sorted(getattr(snaps[source], attr).values()):
-                if obj.set != set_id or obj.id in seen:
-                    continue
-                seen.add(obj.id)
-                row = obj._asdict()
-                row.update({"origin": origin, "source": source})
-                rows.append(row)
-        facts[section] = rows
-
-    # Subscriptions: provider/forward as the set's origin records them, completion as
-    # the receiver sees it (its sub_active and its sl_setsync row).
-    subs = {}
-    for snap_node in order:
-        for key, sub in snaps[snap_node].subscriptions.items():
-            origin = set_origin.get(key[0])
-            if key not in subs or snap_node == origin:
-                subs[key] = (sub, snap_node)
-
-    def completion(set_id, receiver):
-        if receiver not in snaps:
+    def completion(self, set_id, receiver):
+        """(active, complete, last sync) of a subscription as the receiver sees it (its
+        sub_active and its sl_setsync row)."""
+        if receiver not in self.snaps:
             return None, None, None
-        rsnap = snaps[receiver]
+        rsnap = self.snaps[receiver]
         own = rsnap.subscriptions.get((set_id, receiver))
         sync = rsnap.setsyncs.get(set_id)
         active = own.active if own else False
         return active, bool(own and own.active and sync), sync.seqno if sync else None
 
-    if "subscriptions" in want:
-        rows = []
-        for key in sorted(subs):
-            sub, source = subs[key]
-            active, complete, last_sync = completion(sub.set, sub.receiver)
-            rows.append({"set": sub.set, "origin": set_origin.get(sub.set),
-                         "receiver": sub.receiver, "provider": sub.provider,
-                         "forward": sub.forward, "active": active, "complete": complete,
-                         "last_sync": last_sync, "source": source})
-        facts["subscriptions"] = rows
 
-    if "lag" in want:
-        rows = []
-        for origin in order:
-            health = ok[origin].health
-            for lag in health["lag"]:
-                receiver = lag["receiver"]
-                sets = sorted(k[0] for k in subs if k[1] == receiver
-                              and set_origin.get(k[0]) == origin)
-                completes = [completion(s, receiver)[1] for s in sets]
-                confirmed = lag["confirmed"]
-                if confirmed is not None and confirmed <= FIRST_SEQNO:
-                    confirmed = None
-                last = lag["last_event"]
-                rows.append({
-                    "origin": origin, "receiver": receiver,
-                    "last_event": last, "last_event_at": lag["last_event_at"],
-                    "confirmed": confirmed, "confirmed_event_at": lag["confirmed_event_at"],
-                    "lag_events": (last - max(confirmed or 0, FIRST_SEQNO)
-                                   if last is not None else None),
-                    "lag_seconds": lag["lag_seconds"],
-                    "sets": sets,
-                    "subscriptions_complete": (None if not sets or None in completes
-                                               else all(completes)),
-                    "origin_slon_running": slon[origin]["running"],
-                    "receiver_slon_running": (slon[receiver]["running"] if receiver in slon
-                                              else None),
-                })
-        facts["lag"] = rows
+def _node_facts(view):
+    """Every node read or known, as the node itself sees it, else the lowest read node
+    knowing it."""
+    snaps = view.snaps
+    known_nodes = set(view.admin_nodes)
+    for snap in snaps.values():
+        known_nodes.update(snap.nodes)
+    rows = []
+    for node_id in sorted(known_nodes):
+        source = node_id if node_id in snaps and node_id in snaps[node_id].nodes else \
+            view.first(lambda n, i=node_id: i in snaps[n].nodes)
+        obj = snaps[source].nodes[node_id] if source is not None else None
+        read = view.reads.get(node_id)
+        rows.append({
+            "id": node_id,
+            "comment": obj.comment if obj else None,
+            "active": obj.active if obj else None,
+            "failed": obj.failed if obj else None,
+            "in_admin_conninfo": read is not None,
+            "reachable": (read.ok if read is not None else None),
+            "error": read.error if read is not None else None,
+            "source": source,
+        })
+    return {"nodes": rows}
 
-    if "slons" in want:
-        facts["slons"] = [slon[n] for n in admin_nodes]
 
-    if "drift" in want:
-        compared = compared_nodes(snaps)
-        pending = config_in_flight(dict((n, ok[n].health) for n in compared), compared)
-        drift = find_drift(snaps, redact=redact)
-        for entry in drift:
-            entry["settling"] = bool(pending)
-        facts["drift"] = drift
-        facts["config_in_flight"] = pending
-        facts["compared_nodes"] = compared
+def _path_facts(view):
+    snaps = view.snaps
+    keys = set()
+    for snap in snaps.values():
+        keys.update(snap.paths)
+    rows = []
+    for key in sorted(keys):
+        client = key[1]
+        source = client if client in snaps and key in snaps[client].paths else \
+            view.first(lambda n, k=key: k in snaps[n].paths)
+        path = snaps[source].paths[key]
+        pending = path.conninfo == PENDING_CONNINFO
+        rows.append({"server": path.server, "client": path.client,
+                     "conninfo": path.conninfo if pending else view.redact(path.conninfo),
+                     "connretry": path.connretry, "pending": pending, "source": source})
+    return {"paths": rows}
 
-    if "unreplicated" in want:
-        rows = []
-        for node in order:
-            if ok[node].relations is not None:
-                rows.extend(unreplicated_relations(node, ok[node].relations, namespace))
-        facts["unreplicated"] = rows
-    return facts
+
+def _listen_facts(view):
+    snaps = view.snaps
+    rows = []
+    receivers = set()
+    for snap in snaps.values():
+        receivers.update(entry.receiver for entry in snap.listens)
+    for receiver in sorted(receivers):
+        source = receiver if receiver in snaps else \
+            view.first(lambda n, r=receiver: any(e.receiver == r for e in snaps[n].listens))
+        rows.extend({"origin": e.origin, "provider": e.provider, "receiver": e.receiver,
+                     "source": source}
+                    for e in snaps[source].listens if e.receiver == receiver)
+    return {"listens": rows}
+
+
+def _set_facts(view):
+    rows = []
+    for set_id in sorted(view.set_source):
+        snap = view.snaps[view.set_source[set_id]]
+        sset = snap.sets[set_id]
+        rows.append({"id": set_id, "origin": sset.origin, "comment": sset.comment,
+                     "locked": sset.locked is not None,
+                     "tables": sum(1 for t in snap.tables.values() if t.set == set_id),
+                     "sequences": sum(1 for s in snap.sequences.values() if s.set == set_id),
+                     "subscribers": snap.receivers(set_id), "source": view.set_source[set_id]})
+    return {"sets": rows}
+
+
+def _member_facts(view, attr):
+    """Tables or sequences (``attr``) of every set, as its origin (or else the lowest
+    node holding some) sees them."""
+    rows, seen = [], set()
+    by_set = {}
+    for snap_node in view.order:
+        for obj in getattr(view.snaps[snap_node], attr).values():
+            by_set.setdefault(obj.set, set()).add(snap_node)
+    for set_id in sorted(by_set):
+        origin = view.set_origin.get(set_id)
+        source = origin if origin in by_set[set_id] else min(by_set[set_id])
+        for obj in sorted(getattr(view.snaps[source], attr).values()):
+            if obj.set != set_id or obj.id in seen:
+                continue
+            seen.add(obj.id)
+            row = obj._asdict()
+            row.update({"origin": origin, "source": source})
+            rows.append(row)
+    return {attr: rows}
+
+
+def _subscription_facts(view):
+    """Provider/forward as the set's origin records them, completion as the receiver
+    sees it."""
+    rows = []
+    for key in sorted(view.subs):
+        sub, source = view.subs[key]
+        active, complete, last_sync = view.completion(sub.set, sub.receiver)
+        rows.append({"set": sub.set, "origin": view.set_origin.get(sub.set),
+                     "receiver": sub.receiver, "provider": sub.provider,
+                     "forward": sub.forward, "active": active, "complete": complete,
+                     "last_sync": last_sync, "source": source})
+    return {"subscriptions": rows}
+
+
+def _lag_facts(view):
+    rows = []
+    slon = view.slon
+    for origin in view.order:
+        for lag in view.ok[origin].health["lag"]:
+            receiver = lag["receiver"]
+            sets = sorted(k[0] for k in view.subs if k[1] == receiver
+                          and view.set_origin.get(k[0]) == origin)
+            completes = [view.completion(s, receiver)[1] for s in sets]
+            confirmed = lag["confirmed"]
+            if confirmed is not None and confirmed <= FIRST_SEQNO:
+                confirmed = None
+            last = lag["last_event"]
+            rows.append({
+                "origin": origin, "receiver": receiver,
+                "last_event": last, "last_event_at": lag["last_event_at"],
+                "confirmed": confirmed, "confirmed_event_at": lag["confirmed_event_at"],
+                "lag_events": (last - max(confirmed or 0, FIRST_SEQNO)
+                               if last is not None else None),
+                "lag_seconds": lag["lag_seconds"],
+                "sets": sets,
+                "subscriptions_complete": (None if not sets or None in completes
+                                           else all(completes)),
+                "origin_slon_running": slon[origin]["running"],
+                "receiver_slon_running": (slon[receiver]["running"] if receiver in slon
+                                          else None),
+            })
+    return {"lag": rows}
+
+
+def _slons_facts(view):
+    return {"slons": [view.slon[n] for n in view.admin_nodes]}
+
+
+def _drift_facts(view):
+    compared = compared_nodes(view.snaps)
+    pending = config_in_flight(dict((n, view.ok[n].health) for n in compared), compared)
+    drift = find_drift(view.snaps, redact=view.redact)
+    for entry in drift:
+        entry["settling"] = bool(pending)
+    return {"drift": drift, "config_in_flight": pending, "compared_nodes": compared}
+
+
+def _unreplicated_facts(view):
+    rows = []
+    for node in view.order:
+        if view.ok[node].relations is not None:
+            rows.extend(unreplicated_relations(node, view.ok[node].relations, view.namespace))
+    return {"unreplicated": rows}
+
+
+# The builder of each section, from a ReadView.
+_SECTION_FACTS = {
+    "nodes": _node_facts, "paths": _path_facts, "listens": _listen_facts,
+    "sets": _set_facts, "tables": lambda view: _member_facts(view, "tables"),
+    "sequences": lambda view: _member_facts(view, "sequences"),
+    "subscriptions": _subscription_facts, "lag": _lag_facts, "slons": _slons_facts,
+    "drift": _drift_facts, "unreplicated": _unreplicated_facts,
+}

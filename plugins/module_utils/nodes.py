@@ -7,14 +7,26 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections import namedtuple
+
 from .slonik import quote as slonik_quote
 from .pg import psycopg2, sql
 
-from .catalog import Snapshot, read_snapshot
+from .catalog import Node, Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
 from .plan import CALLBACK, EVENT, INIT_NODE, Plan, Planned, Step, call, wait
+from .waits import Behind, Pending, retry, timeout_error
+
+
+# What the node planners need besides the read data: the cluster's names (plain data).
+Names = namedtuple("Names", "name namespace ns")
+
+# What a node planner reads before it decides: {admin node: (state, local id) or
+# ("unreachable", message)}, {node: Snapshot} of the nodes it may plan through, and
+# why the explicit event node cannot be used (a SlonyError), if it cannot.
+NodesRead = namedtuple("NodesRead", "names states snapshots event_error")
 
 
 def node_view(snapshot, node):
@@ -40,75 +52,137 @@ def probe_states(cluster, nodes, tolerate_unreachable=True):
     return states
 
 
-def choose_event_node(cluster, node, states, event_node=None, planned=()):
+# -- reading ------------------------------------------------------------------------
+
+def _initialized(states):
+    return sorted(n for n, s in states.items() if s[0] == NODE_INITIALIZED)
+
+
+def snapshot_nodes(states, targets):
+    """The nodes whose catalog the planning of ``targets`` may need: for each target,
+    the lowest other initialised node (its event node), or the target itself when it
+    is the only initialised node (it is the cluster's first node)."""
+    initialized = _initialized(states)
+    wanted = set()
+    for node in targets:
+        others = [n for n in initialized if n != node]
+        if others:
+            wanted.add(others[0])
+        elif node in initialized:
+            wanted.add(node)
+    return sorted(wanted)
+
+
+def _check_event_node(cluster, event_node, planned=()):
+    """The checks of an explicit ``event_node`` that need the database: the error
+    they raise, or None (the planner raises it when it comes to choosing)."""
+    try:
+        cluster.require_node(event_node, "event_node")
+        if event_node not in planned:
+            cluster.require_initialized(event_node)
+    except SlonyError as exc:
+        return exc
+    return None
+
+
+def read_nodes(cluster, targets, event_node=None, planned=()):
+    """Everything the planning of ``targets`` reads, read at once (:data:`NodesRead`)."""
+    states = probe_states(cluster, cluster.nodes())
+    event_error = None
+    if event_node is not None:
+        event_error = _check_event_node(cluster, event_node, planned)
+        wanted = [event_node] if event_error is None and event_node not in planned else []
+    else:
+        wanted = snapshot_nodes(states, targets)
+    snapshots = dict((n, read_snapshot(cluster, n)) for n in wanted)
+    return NodesRead(Names(cluster.name, cluster.namespace, cluster.ns), states, snapshots,
+                     event_error)
+
+
+def _snapshot(read, planned, node):
+    """The catalog of ``node``: read, or the one a node this plan creates will have."""
+    if node in planned:
+        return planned[node]
+    if node not in read.snapshots:
+        raise SlonyError("internal error: the catalog of node %d was not read" % node)
+    return read.snapshots[node]
+
+
+# -- deciding (pure) ----------------------------------------------------------------
+
+def pick_event_node(node, states, event_node=None, planned=(), event_error=None):
     """The node through which the cluster is told about ``node``.
 
-    The given ``event_node``, else the lowest admin node, other than ``node``,
-    whose database is an initialised node of the cluster. None if there is none
-    (``node`` is, or will be, the first node).
+    The given ``event_node`` (``event_error``: why it cannot be, as :func:`read_nodes`
+    found), else the lowest admin node, other than ``node``, whose database is an
+    initialised node of the cluster or that an earlier step of the plan initialises
+    (``planned``). None if there is none (``node`` is, or will be, the first node).
     """
     if event_node is not None:
         if event_node == node:
             raise SlonyError("event_node must differ from the node being added or dropped "
                              "(both are %d)" % node)
-        cluster.require_node(event_node, "event_node")
-        if event_node not in planned:
-            cluster.require_initialized(event_node)
+        if event_error is not None:
+            raise event_error
         return event_node
-    for other in sorted(states):
-        if other != node and states[other][0] == NODE_INITIALIZED:
+    for other in sorted(set(states) | set(planned)):
+        if other != node and (other in planned or states[other][0] == NODE_INITIALIZED):
             return other
     return None
 
 
-# -- present ------------------------------------------------------------------------
+def _store_node_slonik(node, comment, event):
+    return "store node (id = %d, comment = %s, event node = %d);" % (
+        node, slonik_quote(comment), event)
 
-def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
-    """Plan for ``node`` being an active node of the cluster with ``comment``.
 
-    ``planned``: nodes that earlier steps of the same plan initialise (see
-    :func:`plan_nodes_present`); they count as nodes of the cluster.
-    Returns (plan, before, after).
-    """
-    cluster.require_node(node, "adding a node")
-    states = probe_states(cluster, cluster.nodes())
-    state = states[node]
+def decide_node_present(read, node, comment=None, event_node=None, planned=None):
+    """Plan for ``node`` being an active node of the cluster with ``comment``, from
+    ``read`` alone. ``planned``: {node: Snapshot} of the nodes that earlier steps of
+    the same plan initialise, with the catalog they will have. Returns (Planned, the
+    event node or None)."""
+    planned = planned or {}
+    state = read.states[node]
     if state[0] == "unreachable":
         raise SlonyError(state[1], node=node)
-    for other in planned:
-        states[other] = (NODE_INITIALIZED, other)
-    event = choose_event_node(cluster, node, states, event_node, planned)
-    ns = cluster.ns
-    plan = Plan()
-
+    event = pick_event_node(node, read.states, event_node, planned, read.event_error)
     if event is None:
-        # No other node exists: this one is (or becomes) the cluster's first node.
-        comment = comment if comment is not None else "Initial Node"
-        if state[0] == NODE_INITIALIZED:
-            snap = read_snapshot(cluster, node)
-            before = node_view(snap, node)
-            if snap.nodes[node].comment != comment:
-                plan.add(call(ns, node, "storeNode", (node, comment),
-                              "set the comment of node %d" % node,
-                              slonik="store node (id = %d, comment = %s, event node = %d);"
-                              % (node, slonik_quote(comment), node)))
-            return Planned(plan, before, dict(before, comment=comment))
-        if state[0] == NODE_UNINITIALIZED:
-            plan.add(_drop_schema_step(
-                cluster, node, "remove the half-loaded schema of an interrupted initialisation"))
-        plan.add(Step(INIT_NODE, node, "initialise node %d as the first node of cluster %s"
-                      % (node, cluster.name),
-                      slonik="init cluster (id = %d, comment = %s);" % (node, slonik_quote(comment)),
-                      query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
-                                    "select {ns}.enableNode(%s)").format(ns=ns),
-                      params=(node, comment, node),
-                      function="initializeLocalNode", args=(node, comment)))
-        before = {"id": node, "state": "absent"}
-        return Planned(plan, before, {"id": node, "state": "present", "comment": comment,
-                              "active": True, "failed": False})
+        return _decide_first_node(read, node, comment, state), None
+    return _decide_joining_node(read, node, comment, state, event, planned), event
 
-    # A node this plan creates first has nothing in its catalog yet but itself.
-    snap = Snapshot(event) if event in planned else read_snapshot(cluster, event)
+
+def _decide_first_node(read, node, comment, state):
+    """No other node exists: ``node`` is (or becomes) the cluster's first node."""
+    ns = read.names.ns
+    plan = Plan()
+    comment = comment if comment is not None else "Initial Node"
+    if state[0] == NODE_INITIALIZED:
+        before = node_view(_snapshot(read, {}, node), node)
+        if before["comment"] != comment:
+            plan.add(call(ns, node, "storeNode", (node, comment),
+                          "set the comment of node %d" % node,
+                          slonik=_store_node_slonik(node, comment, node)))
+        return Planned(plan, before, dict(before, comment=comment))
+    if state[0] == NODE_UNINITIALIZED:
+        plan.add(_uninstall_step(
+            ns, node, "remove the half-loaded schema of an interrupted initialisation"))
+    plan.add(Step(INIT_NODE, node, "initialise node %d as the first node of cluster %s"
+                  % (node, read.names.name),
+                  slonik="init cluster (id = %d, comment = %s);" % (node, slonik_quote(comment)),
+                  query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
+                                "select {ns}.enableNode(%s)").format(ns=ns),
+                  params=(node, comment, node),
+                  function="initializeLocalNode", args=(node, comment)))
+    return Planned(plan, {"id": node, "state": "absent"},
+                   {"id": node, "state": "present", "comment": comment, "active": True,
+                    "failed": False})
+
+
+def _decide_joining_node(read, node, comment, state, event, planned):
+    """``node`` joins (or is already part of) a cluster that ``event`` belongs to."""
+    ns = read.names.ns
+    plan = Plan()
+    snap = _snapshot(read, planned, event)
     before = node_view(snap, node)
     comment = comment if comment is not None else (
         snap.nodes[node].comment if node in snap.nodes else "Node %d" % node)
@@ -125,8 +199,7 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
         if entry.comment != comment:
             plan.add(call(ns, event, "storeNode", (node, comment),
                           "set the comment of node %d" % node,
-                          slonik="store node (id = %d, comment = %s, event node = %d);"
-                          % (node, slonik_quote(comment), event)))
+                          slonik=_store_node_slonik(node, comment, event)))
         return Planned(plan, before, after)
 
     if known:
@@ -139,44 +212,64 @@ def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
     # The cluster does not know the node: STORE NODE. A schema already on the new
     # database is the remains of an interrupted attempt; it is removed first.
     if state[0] != NODE_NO_SCHEMA:
-        plan.add(_drop_schema_step(cluster, node, "remove the schema left on node %d by an "
-                                                  "interrupted STORE NODE" % node))
-    for other in sorted(states):
+        plan.add(_uninstall_step(ns, node, "remove the schema left on node %d by an "
+                                           "interrupted STORE NODE" % node))
+    for other in _initialized(read.states):
         # (A node this plan creates has no configuration events of its own yet.)
-        if other not in (node, event) and states[other][0] == NODE_INITIALIZED \
-                and other not in planned:
+        if other not in (node, event) and other not in planned:
             # slonik's "config caught up" wait: the event node has seen every
             # other node's configuration changes before it describes them.
             plan.add(wait(other, "wait until node %d has confirmed the last configuration "
                                  "event of node %d" % (event, other), confirmers=[event],
                           required=True, wait_on=event))
-    plan.add(Step(CALLBACK, node, "create schema %s on node %d, initialise it as node %d and "
-                  "copy the configuration of node %d into it" % (
-                      cluster.namespace, node, node, event),
-                  query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
-                                "select {ns}.enableNode_int(%s)").format(ns=ns),
-                  params=(node, comment, node), function="initializeLocalNode",
-                  args=(node, comment, event), run=_store_node_locally, loads_schema=True))
-    plan.add(Step(EVENT, event, "tell the cluster about node %d through node %d" % (node, event),
-                  slonik="store node (id = %d, comment = %s, event node = %d);"
-                  % (node, slonik_quote(comment), event),
-                  query=sql.SQL("select {ns}.storeNode(%s, %s); select {ns}.enableNode(%s)")
-                  .format(ns=ns), params=(node, comment, node),
-                  function="storeNode", args=(node, comment)))
+    plan.extend(_store_node_steps(read.names, node, comment, event))
     # No wait afterwards: the other nodes learn about the new node through the event
     # node's slon, which needs the paths that are stored next (slony_path waits).
     return Planned(plan, before, after)
 
 
-def plan_nodes_present(cluster, entries, event_node=None):
-    """Several nodes in one plan, in id order: the lowest becomes the first node when
-    the cluster has none; the others are stored through the event node, even when
-    that node is itself created earlier in the plan (so check mode shows the real
-    order). New nodes load their schema at the same time (:func:`plan.execute_plan`).
+def _store_node_steps(names, node, comment, event):
+    """STORE NODE: the new node's own schema and catalog, then the event."""
+    ns = names.ns
+    return [
+        Step(CALLBACK, node, "create schema %s on node %d, initialise it as node %d and "
+             "copy the configuration of node %d into it" % (names.namespace, node, node, event),
+             query=sql.SQL("select {ns}.initializeLocalNode(%s, %s); "
+                           "select {ns}.enableNode_int(%s)").format(ns=ns),
+             params=(node, comment, node), function="initializeLocalNode",
+             args=(node, comment, event), run=_store_node_locally, loads_schema=True),
+        Step(EVENT, event, "tell the cluster about node %d through node %d" % (node, event),
+             slonik=_store_node_slonik(node, comment, event),
+             query=sql.SQL("select {ns}.storeNode(%s, %s); select {ns}.enableNode(%s)")
+             .format(ns=ns), params=(node, comment, node),
+             function="storeNode", args=(node, comment)),
+    ]
 
-    ``entries``: dicts with ``id`` and optional ``comment``. Returns
-    (plan, before, after); before/after are lists in the order of ``entries``.
+
+def catalog_after(read, planned, node, comment, event):
+    """The catalog (its nodes) that ``node``, which the plan creates, will have: its
+    event node's, and itself; only itself when it is the first node."""
+    known = list(_snapshot(read, planned, event).nodes.values()) if event is not None else []
+    return Snapshot(node, node, nodes=[n for n in known if n.id != node]
+                    + [Node(node, True, comment, False)])
+
+
+# -- present ------------------------------------------------------------------------
+
+def plan_node_present(cluster, node, comment=None, event_node=None, planned=()):
+    """Plan for ``node`` being an active node of the cluster with ``comment``.
+
+    ``planned``: nodes that earlier steps of the same plan initialise (see
+    :func:`plan_nodes_present`); they count as nodes of the cluster.
+    Returns :class:`plan.Planned`.
     """
+    cluster.require_node(node, "adding a node")
+    read = read_nodes(cluster, [node], event_node, planned)
+    catalogs = dict((p, Snapshot(p)) for p in planned)
+    return decide_node_present(read, node, comment, event_node, catalogs)[0]
+
+
+def _entry_ids(entries):
     if not entries:
         raise SlonyError("nodes: give at least one node")
     ids = []
@@ -187,21 +280,43 @@ def plan_nodes_present(cluster, entries, event_node=None):
         if node in ids:
             raise SlonyError("nodes[%d]: node %d is listed twice" % (index, node))
         ids.append(node)
-    by_id = dict((entry["id"], entry) for entry in entries)
-    plan, views, planned = Plan(), {}, []
+    return ids
+
+
+def plan_nodes_present(cluster, entries, event_node=None):
+    """Several nodes in one plan, in id order: the lowest becomes the first node when
+    the cluster has none; the others are stored through the event node, even when
+    that node is itself created earlier in the plan (so check mode shows the real
+    order). New nodes load their schema at the same time (:func:`plan.execute_plan`).
+
+    ``entries``: dicts with ``id`` and optional ``comment``. Returns
+    :class:`plan.Planned`; before/after are lists in the order of ``entries``.
+    """
+    ids = _entry_ids(entries)
     for node in sorted(ids):
-        one, before, after, dummy = plan_node_present(cluster, node, by_id[node].get("comment"),
-                                                      event_node, planned=tuple(planned))
-        plan.extend(one.steps)
-        views[node] = (before, after)
-        if any(s.loads_schema for s in one.steps):
-            planned.append(node)
+        cluster.require_node(node, "adding a node")
+    read = read_nodes(cluster, sorted(ids), event_node)
+    return decide_nodes_present(read, entries, event_node)
+
+
+def decide_nodes_present(read, entries, event_node=None):
+    """:func:`plan_nodes_present` from ``read`` alone."""
+    ids = _entry_ids(entries)
+    by_id = dict((entry["id"], entry) for entry in entries)
+    plan, views, planned = Plan(), {}, {}
+    for node in sorted(ids):
+        one, event = decide_node_present(read, node, by_id[node].get("comment"), event_node,
+                                         planned)
+        plan.extend(one.plan.steps)
+        views[node] = (one.before, one.after)
+        if any(s.loads_schema for s in one.plan.steps):
+            planned[node] = catalog_after(read, planned, node, one.after["comment"], event)
     return Planned(plan, [views[n][0] for n in ids], [views[n][1] for n in ids])
 
 
-def _drop_schema_step(cluster, node, description):
+def _uninstall_step(ns, node, description):
     return Step(CALLBACK, node, description, slonik="uninstall node (id = %d);" % node,
-                query=sql.SQL("drop schema {} cascade").format(cluster.ns),
+                query=sql.SQL("drop schema {} cascade").format(ns),
                 function="uninstallNode", args=(node,), run=_uninstall_if_present)
 
 
@@ -273,14 +388,18 @@ def _store_node_locally(cluster, step, ctx):
 
 def plan_node_absent(cluster, node, event_node=None):
     """Plan for ``node`` not being part of the cluster (DROP NODE + UNINSTALL NODE)."""
-    states = probe_states(cluster, cluster.nodes())
-    own = states.get(node)
-    event = choose_event_node(cluster, node, states, event_node)
-    ns = cluster.ns
+    return decide_node_absent(read_nodes(cluster, [node], event_node), node, event_node)
+
+
+def decide_node_absent(read, node, event_node=None):
+    """:func:`plan_node_absent` from ``read`` alone."""
+    ns = read.names.ns
+    own = read.states.get(node)
+    event = pick_event_node(node, read.states, event_node, (), read.event_error)
     plan = Plan()
-    snap = read_snapshot(cluster, event) if event is not None else None
+    snap = _snapshot(read, {}, event) if event is not None else None
     if snap is None and own is not None and own[0] == NODE_INITIALIZED:
-        before = node_view(read_snapshot(cluster, node), node)
+        before = node_view(_snapshot(read, {}, node), node)
     else:
         before = node_view(snap, node)
         if own is not None and own[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED) \
@@ -290,18 +409,7 @@ def plan_node_absent(cluster, node, event_node=None):
     after = {"id": node, "state": "absent"}
 
     if snap is not None and node in snap.nodes:
-        origin_of = sorted(s.id for s in snap.sets.values() if s.origin == node)
-        if origin_of:
-            raise SlonyError("node %d is the origin of set(s) %s; move them away first "
-                             "(dany.slony.slony_switchover or slony_failover)"
-                             % (node, ", ".join(map(str, origin_of))), node=node)
-        feeding = sorted((s.set, s.receiver) for s in snap.subscriptions.values()
-                         if s.provider == node and s.receiver != node)
-        if feeding:
-            raise SlonyError("node %d is still the data provider of %s; subscribe those "
-                             "receivers from another provider first" % (node, ", ".join(
-                                 "node %d for set %d" % (r, s) for s, r in feeding)),
-                             node=node)
+        _check_droppable(snap, node)
         if own is not None and own[0] == NODE_INITIALIZED:
             plan.add(wait(node, "wait until node %d has confirmed the last configuration "
                                 "event of node %d" % (event, node), confirmers=[event],
@@ -315,63 +423,91 @@ def plan_node_absent(cluster, node, event_node=None):
             plan.add(wait(event, "wait until the remaining nodes have dropped node %d" % node,
                           confirmers=survivors))
         if own is not None and own[0] != "unreachable":
-            plan.add(Step(CALLBACK, node, "uninstall Slony from node %d if its slon has not "
-                          "already done so" % node,
-                          slonik="uninstall node (id = %d);" % node,
-                          query=sql.SQL("drop schema {} cascade").format(ns),
-                          function="uninstallNode", args=(node,), run=_uninstall_if_present))
+            plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d if its slon has "
+                                               "not already done so" % node))
         return Planned(plan, before, after)
 
     if own is not None and own[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED):
-        plan.add(Step(CALLBACK, node, "uninstall Slony from node %d" % node,
-                      slonik="uninstall node (id = %d);" % node,
-                      query=sql.SQL("drop schema {} cascade").format(ns),
-                      function="uninstallNode", args=(node,), run=_uninstall_if_present))
+        plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
     return Planned(plan, before, after)
 
 
-def _uninstall_if_present(cluster, step, share_dir, attempts=30, pause=1.0):
+def _check_droppable(snap, node):
+    """Refuse to drop the origin or a data provider of a set."""
+    origin_of = sorted(s.id for s in snap.sets.values() if s.origin == node)
+    if origin_of:
+        raise SlonyError("node %d is the origin of set(s) %s; move them away first "
+                         "(dany.slony.slony_switchover or slony_failover)"
+                         % (node, ", ".join(map(str, origin_of))), node=node)
+    feeding = sorted((s.set, s.receiver) for s in snap.subscriptions.values()
+                     if s.provider == node and s.receiver != node)
+    if feeding:
+        raise SlonyError("node %d is still the data provider of %s; subscribe those "
+                         "receivers from another provider first" % (node, ", ".join(
+                             "node %d for set %d" % (r, s) for s, r in feeding)), node=node)
+
+
+# SQLSTATEs of the race with the node's own slon uninstalling it: deadlock, lock
+# timeout, and the schema, a table or a function vanishing under us.
+_UNINSTALL_RACE = ("40P01", "55P03", "3F000", "42P01", "42883")
+
+
+class _UninstallRace(SlonyError):
+    """An UNINSTALL NODE attempt lost the race with the node's slon."""
+
+
+def _uninstall_if_present(cluster, step, ctx):
     """UNINSTALL NODE, unless the node's own slon has already done it.
 
     A slon that processes DROP NODE for its own node uninstalls Slony itself, at the
     same time as we may: whoever loses the race gets a deadlock or a lock timeout, and
-    simply looks again (bounded).
+    simply looks again, once a second, for at most ``ctx.timeout`` seconds.
     """
-    import time  # pylint: disable=import-outside-toplevel
     node = step.node
-    for attempt in range(attempts):
+
+    def on_timeout(last):
+        return timeout_error(cluster, "node %d to be uninstalled (its slon may be "
+                                      "uninstalling it at the same time)" % node, ctx.timeout,
+                             Pending([Behind(node, last.message)]), node=node)
+
+    return retry(lambda: _uninstall_once(cluster, node), ctx.timeout,
+                 lambda exc: isinstance(exc, _UninstallRace), on_timeout, clock=ctx.clock)
+
+
+def _uninstall_once(cluster, node):
+    cluster.discard(node)
+    state = cluster.state(node)[0]
+    if state == NODE_NO_SCHEMA:
         cluster.discard(node)
-        state = cluster.state(node)[0]
-        if state == NODE_NO_SCHEMA:
-            cluster.discard(node)
-            return []
-        conn = cluster.connection(node, check_identity=False)
-        texts = []
-        try:
-            with conn.cursor() as cur:
-                cur.execute("set local lock_timeout = '5s'")
-                if state == NODE_INITIALIZED:
-                    query = sql.SQL("lock table {ns}.sl_event_lock, {ns}.sl_config_lock; "
-                                    "select {ns}.uninstallNode()").format(ns=cluster.ns)
-                    texts.append(cur.mogrify(query).decode("utf-8"))
-                    cur.execute(query)
-                query = sql.SQL("drop schema {} cascade").format(cluster.ns)
+        return []
+    conn = cluster.connection(node, check_identity=False)
+    texts = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("set local lock_timeout = '5s'")
+            if state == NODE_INITIALIZED:
+                query = sql.SQL("lock table {ns}.sl_event_lock, {ns}.sl_config_lock; "
+                                "select {ns}.uninstallNode()").format(ns=cluster.ns)
                 texts.append(cur.mogrify(query).decode("utf-8"))
                 cur.execute(query)
-            conn.commit()
-        except psycopg2.Error as exc:
-            conn.rollback()
-            cluster.discard(node)
-            retry = exc.pgcode in ("40P01", "55P03", "3F000", "42P01", "42883")
-            if retry and attempt + 1 < attempts:
-                time.sleep(pause)  # the node's slon is uninstalling it: look again
-                continue
-            raise cluster.error(node, exc, doing="UNINSTALL NODE")
+            query = sql.SQL("drop schema {} cascade").format(cluster.ns)
+            texts.append(cur.mogrify(query).decode("utf-8"))
+            cur.execute(query)
+        conn.commit()
+    except psycopg2.Error as exc:
+        conn.rollback()
         cluster.discard(node)
-        for text in texts:
-            cluster.log(node, text)
-        return []
+        error = cluster.error(node, exc, doing="UNINSTALL NODE")
+        if exc.pgcode in _UNINSTALL_RACE:
+            # The node's slon is uninstalling it: look again.
+            raise _UninstallRace(error.message, node=node, queries=error.queries)
+        raise error
+    cluster.discard(node)
+    for text in texts:
+        cluster.log(node, text)
     return []
 
 
-__all__ = ["plan_node_present", "plan_node_absent", "submit_event"]
+__all__ = ["plan_node_present", "plan_nodes_present", "plan_node_absent", "read_nodes",
+           "decide_node_present", "decide_nodes_present", "decide_node_absent",
+           "submit_event"]

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections import namedtuple
+
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .conninfo import parse_conninfo, redact_conninfo
 from .cluster import NODE_INITIALIZED
@@ -76,42 +78,50 @@ def _is_node(cluster, node):
         return False
 
 
-def plan_paths(cluster, paths):
-    """Plan STORE/DROP PATH for a list of paths. Returns (plan, before, after).
+# What plan_paths reads before deciding: each client node's snapshot, and for each
+# server of a present path that no client knows, whether its own database is that node.
+PathFacts = namedtuple("PathFacts", "snaps servers")
 
-    Each path is stored on its client node, as slonik does: the client's slon
-    connects to the server with that conninfo. One catalog read per client node.
-    """
-    paths = normalize_paths(paths)
-    ns = cluster.ns
+
+def read_paths(cluster, paths):
+    """The reads of :func:`plan_paths` for normalised ``paths``: one catalog read per
+    client node, and a state probe of each unknown server."""
     snaps = {}
     for client in sorted(set(p["client"] for p in paths)):
         cluster.require_node(client, "storing a path whose client is node %d" % client)
         snaps[client] = read_snapshot(cluster, client)
-    plan = Plan()
-    before, after = [], []
-    problems = []
     known = set()
     for snap in snaps.values():
         known.update(snap.nodes)
+    servers = {}
     for p in paths:
-        snap = snaps[p["client"]]
-        if p["state"] == "present" and p["server"] not in known \
-                and not _is_node(cluster, p["server"]):
-            problems.append("node %d is not a node of cluster %s" % (p["server"], cluster.name))
+        if p["state"] == "present" and p["server"] not in known and p["server"] not in servers:
+            servers[p["server"]] = _is_node(cluster, p["server"])
+    return PathFacts(snaps, servers)
+
+
+def _current_view(current, redactor):
+    if current is not None and current.conninfo == PENDING_CONNINFO:
+        return dict(path_view(current, redactor), conninfo=None)
+    return path_view(current, redactor)
+
+
+def decide_paths(ns, cluster_name, redactor, paths, facts):
+    """The plan for normalised ``paths`` from :class:`PathFacts`. Pure."""
+    plan = Plan()
+    before, after, problems = [], [], []
+    for p in paths:
+        snap = facts.snaps[p["client"]]
+        if p["state"] == "present" and not facts.servers.get(p["server"], True):
+            problems.append("node %d is not a node of cluster %s" % (p["server"], cluster_name))
             continue
         current = snap.paths.get((p["server"], p["client"]))
-        if current is not None and current.conninfo == PENDING_CONNINFO:
-            current_view = dict(path_view(current, cluster.redactor), conninfo=None)
-        else:
-            current_view = path_view(current, cluster.redactor)
-        before.append(current_view or {"server": p["server"], "client": p["client"],
-                                       "state": "absent"})
+        before.append(_current_view(current, redactor)
+                      or {"server": p["server"], "client": p["client"], "state": "absent"})
         if p["state"] == "present":
-            wanted = {"server": p["server"], "client": p["client"],
-                      "conninfo": cluster.redactor.text(redact_conninfo(p["conninfo"])),
-                      "connretry": p["connretry"]}
-            after.append(wanted)
+            after.append({"server": p["server"], "client": p["client"],
+                          "conninfo": redactor.text(redact_conninfo(p["conninfo"])),
+                          "connretry": p["connretry"]})
             if current is None or current.conninfo != p["conninfo"] \
                     or current.connretry != p["connretry"]:
                 plan.add(call(ns, p["client"], "storePath",
@@ -119,21 +129,22 @@ def plan_paths(cluster, paths):
                               "store the path from node %d to node %d (on node %d)"
                               % (p["server"], p["client"], p["client"]),
                               slonik=_store_path_slonik(p)))
-        else:
-            after.append({"server": p["server"], "client": p["client"], "state": "absent"})
-            if current is not None:
-                users = sorted(s.set for s in snap.subscriptions.values()
-                               if s.provider == p["server"] and s.receiver == p["client"])
-                if users:
-                    problems.append(
-                        "the path from node %d to node %d is used by the subscription of "
-                        "set(s) %s; unsubscribe or change the provider first"
-                        % (p["server"], p["client"], ", ".join(map(str, users))))
-                    continue
-                plan.add(call(ns, p["client"], "dropPath", (p["server"], p["client"]),
-                              "drop the path from node %d to node %d" % (p["server"], p["client"]),
-                              slonik="drop path (server = %d, client = %d, event node = %d);"
-                                     % (p["server"], p["client"], p["client"])))
+            continue
+        after.append({"server": p["server"], "client": p["client"], "state": "absent"})
+        if current is None:
+            continue
+        users = sorted(s.set for s in snap.subscriptions.values()
+                       if s.provider == p["server"] and s.receiver == p["client"])
+        if users:
+            problems.append(
+                "the path from node %d to node %d is used by the subscription of "
+                "set(s) %s; unsubscribe or change the provider first"
+                % (p["server"], p["client"], ", ".join(map(str, users))))
+            continue
+        plan.add(call(ns, p["client"], "dropPath", (p["server"], p["client"]),
+                      "drop the path from node %d to node %d" % (p["server"], p["client"]),
+                      slonik="drop path (server = %d, client = %d, event node = %d);"
+                             % (p["server"], p["client"], p["client"])))
     if problems:
         raise SlonyError("; ".join(problems))
     # Once everything is stored, wait until each client's path events are known
@@ -142,3 +153,15 @@ def plan_paths(cluster, paths):
         plan.add(wait(client, "wait until every node has confirmed the path changes of "
                               "node %d" % client))
     return Planned(plan, before, after)
+
+
+def plan_paths(cluster, paths):
+    """Plan STORE/DROP PATH for a list of paths. Returns :class:`plan.Planned`.
+
+    Each path is stored on its client node, as slonik does: the client's slon
+    connects to the server with that conninfo. One catalog read per client node
+    (:func:`read_paths`), then a pure decision (:func:`decide_paths`).
+    """
+    paths = normalize_paths(paths)
+    facts = read_paths(cluster, paths)
+    return decide_paths(cluster.ns, cluster.name, cluster.redactor, paths, facts)

@@ -35,7 +35,14 @@ Check mode runs every statement on the event node in a transaction that is rolle
 back (through a temporary PL/pgSQL function that ``EXECUTE``s it, as ``ddlCapture``
 does), so parse and planning errors are reported with the failing statement and
 nothing stays behind - except what PostgreSQL never rolls back: values taken from
-existing sequences (``nextval``/``setval``) by the script.
+existing sequences (``nextval``/``setval``) by the script. The statements of a script
+often take ACCESS EXCLUSIVE locks; so that a check neither queues behind the
+application nor makes the application queue behind it, the check waits at most
+``lock_timeout`` seconds for each lock (``set local lock_timeout``), and when a lock is
+not granted in time, fails naming the relation and the sessions holding it.
+
+Planning reads first (:func:`read_for_script`: the event node's catalog, its settings,
+the key's records), then decides from what was read (:func:`decide_script`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -102,6 +109,7 @@ def _line_of(text, pos):
     return text.count("\n", 0, pos) + 1
 
 
+# (Long for its docstring: the rules below are the contract of the scanner loop.)
 def split_statements(text, standard_conforming_strings=True):
     """Split a script into :class:`Statement` the way slonik's scanner does.
 
@@ -150,18 +158,7 @@ def split_statements(text, standard_conforming_strings=True):
             i = j
             continue
         if text.startswith("/*", i):
-            depth, j = 1, i + 2
-            while depth:
-                if j >= n:
-                    raise ScriptSyntaxError("unterminated /* comment starting at line %d of "
-                                            "the script" % _line_of(text, i))
-                if text.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif text.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            i = j
+            i = _skip_block_comment(text, i)
             continue
         if ch == ";" and not any(opened.values()):
             finish(i + 1)  # a piece with nothing but ";" is no statement
@@ -175,16 +172,7 @@ def split_statements(text, standard_conforming_strings=True):
         elif ch == '"':
             i = _skip_quoted(text, i, '"', "quoted identifier")
         elif ch == "$":
-            match = _DOLLAR_TAG_RE.match(text, i)
-            if match is None:  # a parameter ($1) or a lone $
-                i += 1
-                continue
-            tag = match.group(0)
-            close = text.find(tag, match.end())
-            if close < 0:
-                raise ScriptSyntaxError("unterminated dollar-quoted string %s starting at line "
-                                        "%d of the script" % (tag, _line_of(text, i)))
-            i = close + len(tag)
+            i = _skip_dollar_quote(text, i)
         elif _ident_start(ch):
             j = i + 1
             while j < n and _ident_cont(text[j]):
@@ -211,6 +199,40 @@ def split_statements(text, standard_conforming_strings=True):
                                                    _OPENERS[opener]))
     finish(n)
     return statements
+
+
+def _skip_block_comment(text, i, strict=True):
+    """Position after the (nested) ``/* */`` comment starting at ``i``; an unterminated
+    one is an error, or (``strict`` false) runs to the end of the text."""
+    n = len(text)
+    depth, j = 1, i + 2
+    while depth:
+        if j >= n:
+            if not strict:
+                return n
+            raise ScriptSyntaxError("unterminated /* comment starting at line %d of "
+                                    "the script" % _line_of(text, i))
+        if text.startswith("/*", j):
+            depth, j = depth + 1, j + 2
+        elif text.startswith("*/", j):
+            depth, j = depth - 1, j + 2
+        else:
+            j += 1
+    return j
+
+
+def _skip_dollar_quote(text, i):
+    """Position after the dollar-quoted string at ``i``, or after the ``$`` when it
+    starts none (a parameter ``$1``, a lone ``$``)."""
+    match = _DOLLAR_TAG_RE.match(text, i)
+    if match is None:
+        return i + 1
+    tag = match.group(0)
+    close = text.find(tag, match.end())
+    if close < 0:
+        raise ScriptSyntaxError("unterminated dollar-quoted string %s starting at line "
+                                "%d of the script" % (tag, _line_of(text, i)))
+    return close + len(tag)
 
 
 def _skip_string(text, i, backslash_escapes):
@@ -259,14 +281,7 @@ def first_token_offset(statement_sql):
             while i < n and text[i] not in "\r\n":
                 i += 1
         elif text.startswith("/*", i):
-            depth, i = 1, i + 2
-            while depth and i < n:
-                if text.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif text.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
+            i = _skip_block_comment(text, i, strict=False)
         else:
             break
     return i
@@ -587,21 +602,116 @@ create function pg_temp.dany_slony_try(p_statement text) returns void
 language plpgsql as $body$ begin execute p_statement; end $body$
 """
 
+# How long check mode's validation waits for a lock before it gives up, by default.
+DEFAULT_LOCK_TIMEOUT = 5
+LOCK_NOT_AVAILABLE = "55P03"
 
-def validate_on_node(cluster, node, statements):
-    """Run the statements on ``node`` as ddlCapture would, then roll everything back."""
+
+def lock_timeout_setting(lock_timeout):
+    """The value of ``set local lock_timeout`` for ``lock_timeout`` seconds, or None
+    (0 or None: no limit of ours, the server's setting applies)."""
+    if lock_timeout is None or lock_timeout == 0:
+        return None
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) \
+            or lock_timeout < 0:
+        raise SlonyError("lock_timeout must be a number of seconds, 0 or more (0: no limit); "
+                         "got %r" % (lock_timeout,))
+    return "%dms" % max(1, int(round(lock_timeout * 1000)))
+
+
+def validate_on_node(cluster, node, statements, lock_timeout=DEFAULT_LOCK_TIMEOUT):
+    """Run the statements on ``node`` as ddlCapture would, then roll everything back.
+
+    Each lock the statements take is waited for at most ``lock_timeout`` seconds (the
+    statements of a script often take ACCESS EXCLUSIVE locks: a check must not queue
+    behind the application, and make the application queue behind it)."""
+    setting = lock_timeout_setting(lock_timeout)
     conn = cluster.connection(node)
+    failed = None
     try:
         with conn.cursor() as cur:
+            if setting is not None:
+                cur.execute("set local lock_timeout = %s", (setting,))
             cur.execute(_TRY_FUNCTION)
             for stmt in statements:
                 try:
                     cur.execute("select pg_temp.dany_slony_try(%s)", (stmt.sql,))
                 except psycopg2.Error as exc:
-                    raise statement_error(cluster, node, stmt, exc,
-                                          "check mode: the script (rolled back)")
+                    if setting is None or exc.pgcode != LOCK_NOT_AVAILABLE:
+                        raise statement_error(cluster, node, stmt, exc,
+                                              "check mode: the script (rolled back)")
+                    failed = stmt
+                    break
     finally:
         conn.rollback()
+    if failed is not None:
+        raise lock_timeout_error(cluster, node, failed, lock_timeout,
+                                 read_lock_holders(cluster, node, failed))
+
+
+_IDENTIFIER_RE = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)')
+
+# Who holds locks on the relations named in a statement (other sessions only).
+_LOCK_HOLDERS = """
+select n.nspname, c.relname, l.mode, l.pid, a.state, a.application_name,
+       extract(epoch from pg_catalog.clock_timestamp() - a.xact_start)::integer
+  from pg_catalog.pg_locks l
+  join pg_catalog.pg_class c on c.oid = l.relation
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  left join pg_catalog.pg_stat_activity a on a.pid = l.pid
+ where l.locktype = 'relation' and l.granted and l.pid <> pg_catalog.pg_backend_pid()
+   and l.database = (select oid from pg_catalog.pg_database
+                      where datname = pg_catalog.current_database())
+   and c.relname = any (%s)
+ order by 1, 2, 4, 3
+"""
+
+# One lock another session holds: the relation, the lock mode, the session.
+LockHolder = namedtuple("LockHolder", "schema name mode pid state application seconds")
+
+
+def named_identifiers(statement_sql):
+    """The identifiers a statement names, as PostgreSQL folds them (candidates for the
+    relations it locks)."""
+    names = set()
+    for quoted, plain in _IDENTIFIER_RE.findall(statement_sql):
+        names.add(quoted.replace('""', '"') if quoted else plain.lower())
+    return sorted(names)
+
+
+def read_lock_holders(cluster, node, stmt):
+    """The :class:`LockHolder` of the relations ``stmt`` names; [] when they cannot be read."""
+    try:
+        rows = cluster.fetch(node, _LOCK_HOLDERS, (named_identifiers(stmt.sql),))
+    except SlonyError:
+        return []
+    return [LockHolder(*row) for row in rows]
+
+
+def lock_timeout_error(cluster, node, stmt, lock_timeout, holders):
+    """Check mode could not get a lock within ``lock_timeout``: which relation, and who
+    holds it (``holders``: :class:`LockHolder`)."""
+    relations = []
+    for holder in holders:
+        relation = "%s.%s" % (holder.schema, holder.name)
+        if relation not in relations:
+            relations.append(relation)
+    where = ("line %d of the script" % stmt.line if stmt.line else "added to record the key")
+    text = "check mode: statement %d (%s) could not get %s on node %d within lock_timeout " \
+        "(%ss)" % (stmt.index, where, "its lock on %s" % ", ".join(relations) if relations
+                   else "a lock it needs", node, "%g" % lock_timeout)
+    if holders:
+        text += ": " + "; ".join(
+            "%s on %s.%s held by pid %d (%s%s%s)" % (
+                h.mode, h.schema, h.name, h.pid, h.state or "state unknown",
+                " for %ds" % h.seconds if h.seconds is not None and h.state != "idle" else "",
+                ", application %s" % h.application if h.application else "")
+            for h in holders)
+    else:
+        text += ": another session holds a conflicting lock"
+    text += (". Nothing was changed; run the check when the lock is free, or raise "
+             "lock_timeout (0: no limit). The %s" % describe_statement(stmt))
+    return SlonyError(cluster.redactor.text(text), node=node, queries=cluster.queries)
 
 
 # -- planning against the cluster ---------------------------------------------------------------
@@ -610,21 +720,16 @@ def validate_on_node(cluster, node, statements):
 _NODE_SETTINGS = ("select {}.getModuleVersion(), "
                   "current_setting('standard_conforming_strings') = 'on'")
 
+# What plan_script reads before it decides: the event node's catalog, its Slony module
+# version and standard_conforming_strings, the key's record there (a KeyRecord or
+# None), and when it is recorded, {node: KeyRecord or None} on the other nodes that
+# can be read.
+ScriptRead = namedtuple("ScriptRead", "snapshot version standard_conforming_strings "
+                                      "key_record key_elsewhere")
 
-def plan_script(cluster, script, event_node=None, only_on=None, key=None, validate=False,
-                source=None, wait_timeout=None):
-    """Plan an EXECUTE SCRIPT. Returns (plan, before, after, extra).
 
-    ``validate`` (check mode) runs the script in a rolled-back transaction on the event
-    node. ``source`` is the file the script came from (for the slonik text only).
-    """
-    key = validate_key(key)
-    only_on = normalize_only_on(only_on)
-    if event_node is not None:
-        event_node = validate_node_id(event_node, "event_node")
-    if not isinstance(script, str):
-        raise SlonyError("the script must be text")
-
+def read_for_script(cluster, event_node=None, only_on=None, key=None):
+    """Everything :func:`plan_script` needs from the cluster (:data:`ScriptRead`)."""
     reachable = cluster.initialized_nodes()
     if not reachable:
         raise SlonyError("no node of admin_conninfo is a reachable, initialised node of "
@@ -639,13 +744,53 @@ def plan_script(cluster, script, event_node=None, only_on=None, key=None, valida
     if node != snap.node:
         snap = read_snapshot(cluster, node)
     check_only_on(snap, only_on)
-
     version, scs = cluster.fetch(node, sql.SQL(_NODE_SETTINGS).format(cluster.ns))[0]
-    text = substitute_tokens(script, cluster.name, version)
-    statements = split_statements(text, standard_conforming_strings=scs)
+    record = read_key(cluster, node, key) if key is not None else None
+    elsewhere = {}
+    if record is not None:
+        for other in record.only_on or target_nodes(snap, node, only_on):
+            if other == node or not cluster.has_node(other):
+                continue
+            try:
+                if cluster.state(other)[0] == NODE_INITIALIZED:
+                    elsewhere[other] = read_key(cluster, other, key)
+            except SlonyError:
+                continue
+    return ScriptRead(snap, version, scs, record, elsewhere)
+
+
+def plan_script(cluster, script, event_node=None, only_on=None, key=None, validate=False,
+                source=None, wait_timeout=None, lock_timeout=DEFAULT_LOCK_TIMEOUT):
+    """Plan an EXECUTE SCRIPT. Returns :class:`plan.Planned`.
+
+    ``validate`` (check mode) runs the script in a rolled-back transaction on the event
+    node, waiting at most ``lock_timeout`` seconds for each lock (0: no limit).
+    ``source`` is the file the script came from (for the slonik text only).
+    """
+    key = validate_key(key)
+    only_on = normalize_only_on(only_on)
+    if event_node is not None:
+        event_node = validate_node_id(event_node, "event_node")
+    if not isinstance(script, str):
+        raise SlonyError("the script must be text")
+    lock_timeout_setting(lock_timeout)
+    read = read_for_script(cluster, event_node, only_on, key)
+    planned, statements = decide_script(cluster.name, cluster.ns, script, read, only_on, key,
+                                        source, wait_timeout)
+    if validate and planned.plan:
+        validate_on_node(cluster, read.snapshot.node, statements, lock_timeout)
+    return planned
+
+
+def decide_script(cluster_name, ns, script, read, only_on=None, key=None, source=None,
+                  wait_timeout=None):
+    """:func:`plan_script` from ``read`` alone: (Planned, the statements to run)."""
+    node = read.snapshot.node
+    text = substitute_tokens(script, cluster_name, read.version)
+    statements = split_statements(text, standard_conforming_strings=read.standard_conforming_strings)
     check_statements(statements)
     checksum = script_checksum(text)
-    targets = target_nodes(snap, node, only_on)
+    targets = target_nodes(read.snapshot, node, only_on)
 
     extra = {"event_node": node, "only_on": only_on, "nodes": targets,
              "statements": [s._asdict() for s in statements], "checksum": checksum,
@@ -655,21 +800,22 @@ def plan_script(cluster, script, event_node=None, only_on=None, key=None, valida
              "only_on": only_on, "statements": len(statements)}
 
     if key is not None:
-        record = read_key(cluster, node, key)
-        if record is not None:
-            return _already_applied(cluster, key, record, checksum, node, targets, extra)
+        if read.key_record is not None:
+            return already_applied(key, read.key_record, checksum, node, targets, extra,
+                                   read.key_elsewhere), []
         statements = statements + [
             Statement(len(statements) + 1 + i, None, text_)
-            for i, text_ in enumerate(key_statements(cluster.name, key, checksum, node,
+            for i, text_ in enumerate(key_statements(cluster_name, key, checksum, node,
                                                      only_on))]
-    if validate:
-        validate_on_node(cluster, node, statements)
-    plan = build_plan(cluster.ns, cluster.name, node, statements, only_on, targets, key=key,
+    plan = build_plan(ns, cluster_name, node, statements, only_on, targets, key=key,
                       source=source, wait_timeout=wait_timeout)
-    return Planned(plan, before, after, extra)
+    return Planned(plan, before, after, extra), statements
 
 
-def _already_applied(cluster, key, record, checksum, node, targets, extra):
+def already_applied(key, record, checksum, node, targets, extra, elsewhere):
+    """Nothing to do: ``key`` is recorded on the event node (``record``). Warn when the
+    script changed, or when it is not recorded yet on every node it ran on
+    (``elsewhere``: {node: KeyRecord or None}, the nodes that could be read)."""
     view = {"key": key, "applied": True, "checksum": record.checksum,
             "event_node": record.event_node, "only_on": record.only_on,
             "applied_at": record.applied_at}
@@ -680,17 +826,8 @@ def _already_applied(cluster, key, record, checksum, node, targets, extra):
             "not applied again - give the changed script a new key" % (
                 key, record.applied_at, record.checksum[:12], checksum[:12]))
     wanted = record.only_on if record.only_on else targets
-    missing = []
-    for other in wanted:
-        if other == node or not cluster.has_node(other):
-            continue
-        try:
-            if cluster.state(other)[0] != NODE_INITIALIZED:
-                continue
-            if read_key(cluster, other, key) is None:
-                missing.append(other)
-        except SlonyError:
-            continue
+    missing = [other for other in wanted
+               if other != node and other in elsewhere and elsewhere[other] is None]
     if missing:
         warnings.append(
             "key %r is recorded on node %d but not yet on node(s) %s: the script is still "
@@ -699,4 +836,4 @@ def _already_applied(cluster, key, record, checksum, node, targets, extra):
     extra = dict(extra, missing_on=missing)
     if warnings:
         extra["warnings"] = warnings
-    return Plan(), view, dict(view), extra
+    return Planned(Plan(), view, dict(view), extra)

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from .conninfo import redact_conninfo
+
 
 def quote(text):
     """A slonik string literal: ``'`` and ``\\`` doubled, as slonik itself quotes."""
@@ -18,4 +20,13 @@ def yes_no(flag):
     return "yes" if flag else "no"
 
 
-__all__ = ["quote", "yes_no"]
+def preamble(name, admin_conninfo, redactor):
+    """``cluster name = ...;`` and one ``node N admin conninfo = '...';`` per node, in id
+    order, passwords redacted."""
+    return ["cluster name = %s;" % name] + [
+        "node %d admin conninfo = %s;" % (node, quote(
+            redactor.text(redact_conninfo(admin_conninfo[node]))))
+        for node in sorted(admin_conninfo)]
+
+
+__all__ = ["quote", "yes_no", "preamble"]

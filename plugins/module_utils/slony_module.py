@@ -14,10 +14,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from .pg import HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR
 from .cluster import Cluster
-from .conninfo import Redactor, conninfo_secrets, redact_conninfo
+from .conninfo import Redactor, conninfo_secrets
 from .errors import SlonyError
 from .events import event_dict
 from .plan import execute_plan, render_step
+from .slonik import preamble as slonik_preamble
 
 
 def common_argument_spec():
@@ -31,13 +32,24 @@ def common_argument_spec():
     )
 
 
-def slonik_preamble(cluster):
-    lines = ["cluster name = %s;" % cluster.name]
-    for node in cluster.nodes():
-        lines.append("node %d admin conninfo = '%s';" % (
-            node, cluster.redactor.text(redact_conninfo(cluster.admin_conninfo[node]))
-            .replace("'", "''")))
-    return lines
+def set_members_main(option, planner):
+    """main() of slony_table (``option`` "tables", ``planner`` tables.plan_tables) and
+    slony_sequence ("sequences", tables.plan_sequences): the same options and run."""
+    spec = dict(
+        set_id=dict(type="int", required=True),
+        origin=dict(type="int"),
+        patterns=dict(type="list", elements="str"),
+        schemas=dict(type="list", elements="str"),
+        exclude=dict(type="list", elements="str"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        exclusive=dict(type="bool", default=False),
+    )
+    spec[option] = dict(type="list", elements="raw")
+    slony = SlonyModule(spec, required_one_of=[(option, "patterns", "schemas")])
+    params = slony.params
+    names = (option, "origin", "patterns", "schemas", "exclude", "state", "exclusive")
+    slony.run(lambda cluster: planner(cluster, params["set_id"],
+                                      **dict((name, params[name]) for name in names)))
 
 
 def _diffable(value):
@@ -105,7 +117,10 @@ class SlonyModule:
                 self.cluster.acquire_run_lock(self.params["wait_timeout"])
             plan, before, after, extra = planner(self.cluster)
             changed = bool(plan.changes())
-            slonik = slonik_preamble(self.cluster) + plan.slonik() if changed else []
+            slonik = []
+            if changed:
+                slonik = slonik_preamble(self.cluster.name, self.cluster.admin_conninfo,
+                                         self.cluster.redactor) + plan.slonik()
             if self.check_mode:
                 queries = [{"node": s.node, "sql": render_step(self.cluster, s)}
                            for s in plan.steps if s.kind != "wait"]

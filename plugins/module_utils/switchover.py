@@ -3,25 +3,32 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Switchover: a controlled move of sets to a new origin (LOCK SET, MOVE SET, WAIT FOR EVENT).
 
-Order of work, per old origin X and new origin T:
+Planning first reads (:func:`read_switchover`: the catalogs of the new origin T, of the
+old origin X and of every node, X's ``sl_status``, the MOVE_SET events, whether a
+subscription is in progress), then decides from that data alone
+(:func:`decide_switchover`, pure). Order of work, per old origin X and new origin T:
 
-1. **Preflight**, reading only, before anything changes: every node's slon is alive,
-   paths exist both ways between X and T, T subscribes to each set with forward and has
-   finished copying it, T is not lagging behind X by more than the thresholds, and no
+1. **Preflight**, from what was read, before anything changes: every node's slon is
+   alive, paths exist both ways between X and T, T subscribes to each set with forward and
+   has finished copying it, T is not lagging behind X by more than the thresholds, and no
    subscription to the set is in progress. Every problem found is reported in one error.
 2. **LOCK SET** on X for each set (its own transaction, as slonik): from now on writes to
    the set's tables fail on X. The transaction's ``txid_snapshot_xmax`` is remembered.
-3. Wait (bounded, 0.1 s polls) until ``txid_snapshot_xmin`` on X has passed that xmax:
+3. Wait (bounded, :mod:`waits`) until ``txid_snapshot_xmin`` on X has passed that xmax:
    every transaction that could still write to the set without the lock trigger has
    ended. ``moveSet`` refuses to run before that.
 4. **MOVE SET** on X as an event (``moveSet`` creates a SYNC and MOVE_SET).
 5. Wait until every node has confirmed MOVE_SET, T's own catalog shows T as origin, and
    every node has confirmed the ACCEPT_SET that T created when it took over.
+Steps 2-4 are :class:`setmove.SetHandover`, which the failover uses too.
 
 After ACCEPT_SET, the slon of every node other than X and T restarts its worker (slon's
-watchdog waits 10 s before starting it again). The preflight therefore watches a slon
-that is not running for a while (``SLON_GRACE``) before it calls it stopped, so that
-switchovers can follow each other.
+watchdog waits 10 s before starting it again). A slon that is not running is therefore
+given a grace period (``SLON_GRACE``, at most the timeout) before it counts as stopped,
+so that switchovers can follow each other: when a stopped slon is the only problem, the
+plan starts with a precondition WAIT step for it. Check mode never runs it (it reports it
+in ``slon_wait``); the real run refuses, nothing changed, when the slon does not come
+back in time. With any other problem the switchover is refused at once.
 
 Interrupted runs. A re-run looks at where the set stands, from T's catalog and from the
 catalog of the node T names as origin:
@@ -46,24 +53,23 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import time
 from collections import namedtuple
 
-from .pg import psycopg2, sql
+from .pg import sql
 
 from .catalog import PENDING_CONNINFO, read_snapshot
 from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
-from .events import Event, event_dict, submit_event, wait_for_event
-from .waits import POLL_INTERVAL
+from .events import Event, event_dict, wait_for_event
 from .plan import CALLBACK, WAIT, Plan, Planned, Step, function_call
+from .setmove import SetHandover, plural, wait_for_slons
+from .waits import SYSTEM_CLOCK, Behind, Pending, poll_until, timeout_error
 
 DEFAULT_MAX_LAG_EVENTS = 100
 DEFAULT_MAX_LAG_SECONDS = 60
-# How long a slon that is not running is watched before the preflight gives up on it
-# (slon's watchdog restarts a worker 10 s after it exited), and how often.
+# How long a slon that is not running is waited for before the switchover is refused
+# (slon's watchdog restarts a worker 10 s after it exited).
 SLON_GRACE = 15
-SLON_POLL = 0.5
 
 # What a set needs.
 MOVE = "move"            # lock, wait for older transactions, move, wait for confirmations
@@ -114,38 +120,35 @@ def set_position(set_id, to_node, seen):
 
 # -- preflight (pure) ---------------------------------------------------------------
 
-def preflight_problems(old, to_node, set_ids, snapshots, in_progress, admin_nodes,
-                       max_lag_events=DEFAULT_MAX_LAG_EVENTS,
-                       max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, slon_grace=None):
-    """Everything that stops moving ``set_ids`` from ``old`` to ``to_node``, as messages.
+def _slon_message(node, slon_grace=None):
+    return ("the slon daemon of node %d is not running (no live sl_nodelock entry on node %d%s); "
+            "every node's slon must process MOVE_SET"
+            % (node, node, "" if slon_grace is None else " for %ss" % slon_grace))
 
-    ``snapshots`` maps node id -> Snapshot (the old origin's read with status) or an
-    error message for a node that could not be read; ``in_progress`` maps set id ->
-    the old origin's ``isSubscriptionInProgress(set)``; ``admin_nodes`` are the nodes
-    of admin_conninfo. An empty list means the switchover may go ahead. ``slon_grace``
-    is only quoted in the messages (how long a stopped slon was watched).
-    """
-    problems = []
-    osnap = snapshots[old]
-    tsnap = snapshots.get(to_node)
 
-    # Every node's slon processes MOVE_SET: a stopped one blocks the switchover half-way.
-    for node in sorted(n.id for n in osnap.nodes.values() if n.active):
+def node_problems(old, snapshots, admin_nodes, slon_grace=None):
+    """[(node, message, slon_down)] for the active nodes (as ``old`` knows them) whose
+    slon cannot be seen running; ``slon_down`` marks a node that was read and whose slon
+    is not running (the one problem a wait can cure)."""
+    found = []
+    for node in sorted(n.id for n in snapshots[old].nodes.values() if n.active):
         if node not in admin_nodes:
-            problems.append("node %d has no entry in admin_conninfo, so whether its slon runs "
-                            "cannot be checked (every node's slon must process MOVE_SET)" % node)
+            found.append((node, "node %d has no entry in admin_conninfo, so whether its slon "
+                                "runs cannot be checked (every node's slon must process "
+                                "MOVE_SET)" % node, False))
             continue
         snap = snapshots.get(node)
         if snap is None:
-            problems.append("node %d was not read" % node)
+            found.append((node, "node %d was not read" % node, False))
         elif isinstance(snap, str):
-            problems.append("node %d cannot be checked: %s" % (node, snap))
+            found.append((node, "node %d cannot be checked: %s" % (node, snap), False))
         elif not snap.slon_running:
-            problems.append("the slon daemon of node %d is not running (no live sl_nodelock "
-                            "entry on node %d%s); every node's slon must process MOVE_SET"
-                            % (node, node, "" if slon_grace is None else
-                               " for %ss" % slon_grace))
+            found.append((node, _slon_message(node, slon_grace), True))
+    return found
 
+
+def _target_problems(old, to_node, set_ids, osnap, tsnap, in_progress):
+    problems = []
     target = osnap.nodes.get(to_node)
     if target is None:
         problems.append("node %d is not a node of the cluster (node %d does not know it)"
@@ -153,7 +156,7 @@ def preflight_problems(old, to_node, set_ids, snapshots, in_progress, admin_node
     elif not target.active:
         problems.append("node %d is not an active node" % to_node)
     if not hasattr(tsnap, "subscriptions"):
-        return problems  # the target's catalog is unreadable (reported above)
+        return problems  # the target's catalog is unreadable (reported with the nodes)
 
     # Paths both ways: the new origin is fed by nobody, the old one becomes its subscriber.
     for server, client, snap in ((to_node, old, osnap), (old, to_node, tsnap)):
@@ -180,21 +183,50 @@ def preflight_problems(old, to_node, set_ids, snapshots, in_progress, admin_node
         if own is None or not own.active or set_id not in tsnap.setsyncs:
             problems.append("node %d has not finished copying set %d (its own catalog shows "
                             "no active, synchronised subscription)" % (to_node, set_id))
-
-    if max_lag_events is not None or max_lag_seconds is not None:
-        rows = [s for s in osnap.status if s.received == to_node]
-        if not rows:
-            problems.append("node %d's sl_status has no row for node %d, so its lag is "
-                            "unknown" % (old, to_node))
-        else:
-            status = rows[0]
-            if max_lag_events is not None and (status.lag_events or 0) > max_lag_events:
-                problems.append("node %d is %d events behind node %d (max_lag_events = %d)"
-                                % (to_node, status.lag_events, old, max_lag_events))
-            if max_lag_seconds is not None and (status.lag_seconds or 0) > max_lag_seconds:
-                problems.append("node %d is %.1f seconds behind node %d (max_lag_seconds = %s)"
-                                % (to_node, status.lag_seconds, old, max_lag_seconds))
     return problems
+
+
+def _lag_problems(old, to_node, osnap, max_lag_events, max_lag_seconds):
+    if max_lag_events is None and max_lag_seconds is None:
+        return []
+    rows = [s for s in osnap.status if s.received == to_node]
+    if not rows:
+        return ["node %d's sl_status has no row for node %d, so its lag is unknown"
+                % (old, to_node)]
+    status, problems = rows[0], []
+    if max_lag_events is not None and (status.lag_events or 0) > max_lag_events:
+        problems.append("node %d is %d events behind node %d (max_lag_events = %d)"
+                        % (to_node, status.lag_events, old, max_lag_events))
+    if max_lag_seconds is not None and (status.lag_seconds or 0) > max_lag_seconds:
+        problems.append("node %d is %.1f seconds behind node %d (max_lag_seconds = %s)"
+                        % (to_node, status.lag_seconds, old, max_lag_seconds))
+    return problems
+
+
+def _preflight(old, to_node, set_ids, snapshots, in_progress, admin_nodes, max_lag_events,
+               max_lag_seconds, slon_grace=None):
+    """(node problems as :func:`node_problems`, every other problem)."""
+    osnap, tsnap = snapshots[old], snapshots.get(to_node)
+    others = _target_problems(old, to_node, set_ids, osnap, tsnap, in_progress)
+    if hasattr(tsnap, "subscriptions"):
+        others += _lag_problems(old, to_node, osnap, max_lag_events, max_lag_seconds)
+    return node_problems(old, snapshots, admin_nodes, slon_grace), others
+
+
+def preflight_problems(old, to_node, set_ids, snapshots, in_progress, admin_nodes,
+                       max_lag_events=DEFAULT_MAX_LAG_EVENTS,
+                       max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, slon_grace=None):
+    """Everything that stops moving ``set_ids`` from ``old`` to ``to_node``, as messages.
+
+    ``snapshots`` maps node id -> Snapshot (the old origin's read with status) or an
+    error message for a node that could not be read; ``in_progress`` maps set id ->
+    the old origin's ``isSubscriptionInProgress(set)``; ``admin_nodes`` are the nodes
+    of admin_conninfo. An empty list means the switchover may go ahead. ``slon_grace``
+    is only quoted in the messages (how long a stopped slon was waited for).
+    """
+    found, others = _preflight(old, to_node, set_ids, snapshots, in_progress, admin_nodes,
+                               max_lag_events, max_lag_seconds, slon_grace)
+    return [message for dummy, message, dummy2 in found] + others
 
 
 def refusal_message(old, to_node, moves, problems):
@@ -214,6 +246,38 @@ def refusal_message(old, to_node, moves, problems):
     return text
 
 
+def check_preflight(pre, to_node, moves, admin_nodes, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
+                    max_lag_seconds=DEFAULT_MAX_LAG_SECONDS):
+    """Decide the preflight from what was read (``pre``: :class:`PreflightRead`).
+
+    Raises the refusal when anything but stopped slons stands in the way (a wait would
+    not help); returns the nodes whose slon is not running, to be waited for ([] when
+    everything is ready).
+    """
+    found, others = _preflight(pre.old, to_node, [m.set_id for m in moves], pre.snapshots,
+                               pre.in_progress, admin_nodes, max_lag_events, max_lag_seconds)
+    if others or not all(down for dummy, dummy2, down in found):
+        raise SlonyError(refusal_message(pre.old, to_node, moves,
+                                         [message for dummy, message, dummy2 in found] + others),
+                         node=pre.old)
+    return [node for node, dummy, dummy2 in found]
+
+
+def slon_wait_step(old, to_node, moves, nodes, grace):
+    """The precondition WAIT for stopped slons: refused, nothing changed, on timeout."""
+    def run(cluster, step, ctx):
+        def refusal(down, waited):
+            return refusal_message(old, to_node, moves,
+                                   [_slon_message(n, grace) for n in down] + [waited])
+        wait_for_slons(cluster, nodes, grace, refusal, clock=ctx.clock)
+
+    return Step(WAIT, old, "wait up to %ss for the slon daemon of node%s %s to run again (slon "
+                           "restarts its worker 10 s after an ACCEPT_SET); refuse the "
+                           "switchover, nothing changed, if it does not"
+                % (grace, plural(nodes, "", "s"), ", ".join(map(str, nodes))),
+                required=True, run=run)
+
+
 # -- reading the cluster ------------------------------------------------------------
 
 _MOVE_EVENTS = """
@@ -222,15 +286,86 @@ select ev_origin, ev_seqno, ev_data1 from {ns}.sl_event
  order by ev_timestamp, ev_origin, ev_seqno
 """
 
+# What the preflight read on the old origin (plain data): ``snapshots`` maps node id ->
+# Snapshot (the old origin's with sl_status) or the error that kept it from being read;
+# ``in_progress`` maps set id -> isSubscriptionInProgress(set) on the old origin.
+PreflightRead = namedtuple("PreflightRead", "old snapshots in_progress")
 
-def move_events(cluster, node, to_node, old=None):
-    """{set id: the newest MOVE_SET towards ``to_node`` in ``node``'s sl_event}."""
+
+class SwitchoverRead:
+    """Everything :func:`decide_switchover` needs, read by :func:`read_switchover`.
+
+    ``views``: node id -> that node's own catalog (Snapshot); ``move_rows``: node id ->
+    the MOVE_SET events towards ``to_node`` in its sl_event, oldest first, as
+    ``(set id, Event)``; ``preflight``: a :class:`PreflightRead` when sets are still on
+    their old origin, else None.
+    """
+
+    def __init__(self, to_node, set_id=None, from_node=None, views=None, move_rows=None,
+                 admin_nodes=(), preflight=None):
+        self.to_node = to_node
+        self.set_id = set_id
+        self.from_node = from_node
+        self.views = dict(views or {})
+        self.move_rows = dict(move_rows or {})
+        self.admin_nodes = list(admin_nodes)
+        self.preflight = preflight
+
+
+def newest_moves(rows, old=None):
+    """{set id: the newest MOVE_SET in ``rows`` (from ``old`` only, when given)}."""
     found = {}
-    rows = cluster.fetch(node, sql.SQL(_MOVE_EVENTS).format(ns=cluster.ns), (str(to_node),))
-    for origin, seqno, set_text in rows:
-        if old is None or origin == old:
-            found[int(set_text)] = Event(origin, seqno, "MOVE_SET")
+    for set_id, event in rows:
+        if old is None or event.origin == old:
+            found[set_id] = event
     return found
+
+
+def candidate_sets(data):
+    """The sets to consider: ``set_id``, or the sets of ``from_node`` (in its own catalog)
+    and those an earlier run already moved from it to ``to_node``."""
+    if data.from_node is None:
+        return [data.set_id]
+    to_node, tsnap = data.to_node, data.views[data.to_node]
+    done_events = newest_moves(data.move_rows.get(to_node, ()), old=data.from_node)
+    candidates = []
+    for entry in sorted(data.views[data.from_node].sets.values()):
+        if entry.origin == data.from_node:
+            candidates.append(entry.id)
+        elif entry.origin == to_node and (
+                entry.id in done_events or tsnap.sets.get(entry.id) is None
+                or tsnap.sets[entry.id].origin != to_node):
+            candidates.append(entry.id)
+    return candidates
+
+
+def named_origin(views, set_id, to_node):
+    """The origin of ``set_id`` according to ``to_node``, or to the first node that
+    knows the set when ``to_node`` does not."""
+    seen = dict((n, s.sets[set_id].origin) for n, s in views.items() if set_id in s.sets)
+    if to_node in seen:
+        return seen[to_node]
+    return next((seen[n] for n in sorted(seen)), None)
+
+
+def holding_origin(data):
+    """(X, sets) when the catalog of the old origin X still names X as the origin of
+    some of the sets (they are still to move: the preflight is needed), else (None, [])."""
+    candidates = candidate_sets(data)
+    if data.from_node is not None:
+        old = data.from_node
+    else:
+        old = named_origin(data.views, data.set_id, data.to_node)
+    view = data.views.get(old)
+    if old is None or old == data.to_node or view is None:
+        return None, []
+    held = [s for s in candidates if s in view.sets and view.sets[s].origin == old]
+    return (old, held) if held else (None, [])
+
+
+def read_move_events(cluster, node, to_node):
+    rows = cluster.fetch(node, sql.SQL(_MOVE_EVENTS).format(ns=cluster.ns), (str(to_node),))
+    return [(int(set_text), Event(origin, seqno, "MOVE_SET")) for origin, seqno, set_text in rows]
 
 
 def _snapshot_or_error(cluster, node, status=False):
@@ -247,93 +382,45 @@ def _initialized(cluster, node):
         return False
 
 
-def locate_sets(cluster, to_node, set_id=None, from_node=None):
-    """[SetMove] for the sets to consider, from the catalogs of ``to_node`` and the origin.
-
-    ``set_id`` names one set; ``from_node`` means every set whose origin is ``from_node``
-    (plus those an earlier run already moved from it to ``to_node``).
-    """
-    cluster.require_node(to_node, "the new origin (to_node)")
-    cluster.require_initialized(to_node)
-    tsnap = read_snapshot(cluster, to_node)
-    views = {to_node: tsnap}
-
-    def view(node):
-        if node not in views:
-            cluster.require_node(node)
-            views[node] = read_snapshot(cluster, node)
-        return views[node]
-
-    if from_node is not None:
-        if from_node == to_node:
-            raise SlonyError("from_node and to_node are both node %d" % to_node, node=to_node)
-        cluster.require_node(from_node, "the old origin (from_node)")
-        cluster.require_initialized(from_node)
-        fsnap = view(from_node)
-        done_events = move_events(cluster, to_node, to_node, old=from_node)
-        candidates = []
-        for entry in sorted(fsnap.sets.values()):
-            if entry.origin == from_node:
-                candidates.append(entry.id)
-            elif entry.origin == to_node and (
-                    entry.id in done_events or tsnap.sets.get(entry.id) is None
-                    or tsnap.sets[entry.id].origin != to_node):
-                candidates.append(entry.id)
-    else:
-        candidates = [set_id]
-        if set_id not in tsnap.sets:
-            # to_node does not know the set: find a node that does.
-            for node in cluster.initialized_nodes():
-                if node != to_node and set_id in view(node).sets:
-                    break
-
-    moves = []
-    for sid in candidates:
-        seen = dict((n, s.sets[sid].origin if sid in s.sets else None) for n, s in views.items())
-        named = seen.get(to_node)
-        if named is None:
-            named = next((seen[n] for n in sorted(seen) if seen[n] is not None), None)
-        if named is not None and named != to_node and named not in seen \
-                and cluster.has_node(named) and _initialized(cluster, named):
-            view(named)
-            seen[named] = views[named].sets[sid].origin if sid in views[named].sets else None
-        state, old = set_position(sid, to_node, seen)
-        if from_node is not None and old is not None and old != from_node:
-            raise SlonyError("set %d's origin is node %d, not from_node %d"
-                             % (sid, old, from_node), node=old)
-        locked = views[old].sets[sid].locked if state == MOVE else None
-        if state == MOVE and locked is not None:
-            state = RESUME
-        event = None
-        if state == IN_FLIGHT:
-            event = move_events(cluster, old, to_node, old=old).get(sid)
-        elif state == DONE:
-            event = move_events(cluster, to_node, to_node).get(sid)
-        moves.append(SetMove(sid, state, old, to_node, locked, event))
-    return moves
-
-
 def subscription_in_progress(cluster, origin, set_id):
     rows = cluster.fetch(origin, sql.SQL("select {}.{}(%s)").format(
         cluster.ns, sql.Identifier("issubscriptioninprogress")), (set_id,))
     return bool(rows[0][0])
 
 
-def slons_down(snapshots):
-    """Nodes whose snapshot says their slon holds no live sl_nodelock entry."""
-    return sorted(n for n, s in snapshots.items()
-                  if not isinstance(s, str) and not s.slon_running)
+def _read_views(cluster, data):
+    """The catalogs of to_node, from_node (or of the first node that knows set_id) and
+    of the origin they name for each set; the MOVE_SET events of those origins."""
+    to_node, views = data.to_node, data.views
+    views[to_node] = read_snapshot(cluster, to_node)
+    if data.from_node is not None:
+        if data.from_node == to_node:
+            raise SlonyError("from_node and to_node are both node %d" % to_node, node=to_node)
+        cluster.require_node(data.from_node, "the old origin (from_node)")
+        cluster.require_initialized(data.from_node)
+        views[data.from_node] = read_snapshot(cluster, data.from_node)
+    elif data.set_id not in views[to_node].sets:
+        # to_node does not know the set: find a node that does.
+        for node in cluster.initialized_nodes():
+            if node != to_node:
+                views[node] = read_snapshot(cluster, node)
+                if data.set_id in views[node].sets:
+                    break
+    data.move_rows[to_node] = read_move_events(cluster, to_node, to_node)
+    for set_id in candidate_sets(data):
+        named = named_origin(views, set_id, to_node)
+        if named is not None and named != to_node and named not in views \
+                and cluster.has_node(named) and _initialized(cluster, named):
+            views[named] = read_snapshot(cluster, named)
+    for node in sorted(views):
+        if node != to_node and node not in data.move_rows and any(
+                named_origin(views, s, to_node) == node for s in candidate_sets(data)):
+            data.move_rows[node] = read_move_events(cluster, node, to_node)
 
 
-def preflight(cluster, old, to_node, moves, max_lag_events, max_lag_seconds,
-              slon_grace=SLON_GRACE, clock=time.monotonic, sleep=time.sleep):
-    """Read what the preflight needs and raise one SlonyError listing every problem.
-
-    A slon restarts its worker after some events (a third node after ACCEPT_SET, which
-    every switchover creates), and its watchdog waits 10 s before it starts the worker
-    again; so a slon that is not running is looked at again for up to ``slon_grace``
-    seconds before it counts as a problem.
-    """
+def read_preflight(cluster, old, to_node, set_ids):
+    """What the preflight decides from: every node's catalog (errors kept as messages),
+    the old origin's with sl_status, and whether a subscription is in progress."""
     osnap = read_snapshot(cluster, old, status=True)
     snapshots = {old: osnap}
     for node in sorted(osnap.nodes):
@@ -341,22 +428,45 @@ def preflight(cluster, old, to_node, moves, max_lag_events, max_lag_seconds,
             snapshots[node] = _snapshot_or_error(cluster, node)
     if to_node not in snapshots:
         snapshots[to_node] = _snapshot_or_error(cluster, to_node)
-    deadline = clock() + slon_grace
-    while slons_down(snapshots) and clock() < deadline:
-        sleep(SLON_POLL)
-        for node in slons_down(snapshots):
-            fresh = _snapshot_or_error(cluster, node, status=node == old)
-            if node != old or not isinstance(fresh, str):
-                snapshots[node] = fresh
-    osnap = snapshots[old]
-    set_ids = [m.set_id for m in moves]
     in_progress = dict((s, subscription_in_progress(cluster, old, s)) for s in set_ids)
-    problems = preflight_problems(old, to_node, set_ids, snapshots, in_progress,
-                                  cluster.nodes(), max_lag_events, max_lag_seconds,
-                                  slon_grace=slon_grace)
-    if problems:
-        raise SlonyError(refusal_message(old, to_node, moves, problems), node=old)
-    return osnap
+    return PreflightRead(old, snapshots, in_progress)
+
+
+def read_switchover(cluster, to_node, set_id=None, from_node=None):
+    """Read everything the switchover of ``set_id`` (or of every set of ``from_node``) to
+    ``to_node`` is decided from; a :class:`SwitchoverRead`."""
+    cluster.require_node(to_node, "the new origin (to_node)")
+    cluster.require_initialized(to_node)
+    data = SwitchoverRead(to_node, set_id, from_node, admin_nodes=cluster.nodes())
+    _read_views(cluster, data)
+    old, held = holding_origin(data)
+    if held:
+        data.preflight = read_preflight(cluster, old, to_node, held)
+    return data
+
+
+# -- deciding (pure) ------------------------------------------------------------------
+
+def locate_moves(data):
+    """[SetMove] for the sets to consider, from what was read."""
+    to_node, views = data.to_node, data.views
+    moves = []
+    for sid in candidate_sets(data):
+        seen = dict((n, s.sets[sid].origin if sid in s.sets else None) for n, s in views.items())
+        state, old = set_position(sid, to_node, seen)
+        if data.from_node is not None and old is not None and old != data.from_node:
+            raise SlonyError("set %d's origin is node %d, not from_node %d"
+                             % (sid, old, data.from_node), node=old)
+        locked = views[old].sets[sid].locked if state == MOVE else None
+        if state == MOVE and locked is not None:
+            state = RESUME
+        event = None
+        if state == IN_FLIGHT:
+            event = newest_moves(data.move_rows.get(old, ()), old=old).get(sid)
+        elif state == DONE:
+            event = newest_moves(data.move_rows.get(to_node, ())).get(sid)
+        moves.append(SetMove(sid, state, old, to_node, locked, event))
+    return moves
 
 
 # -- the plan -----------------------------------------------------------------------
@@ -377,27 +487,31 @@ def slonik_wait(origin, timeout, confirmed="all", wait_on=None):
 class Switchover:
     """The run-time side of a planned switchover: what was locked and moved so far.
 
-    The steps of the plan call its methods; it remembers the lock xmax of each set and
-    the MOVE_SET events, so that a failure can unlock what it must and the final wait
+    The steps of the plan call its methods; the LOCK SET / wait / MOVE SET sequence is
+    a :class:`setmove.SetHandover`, which remembers the lock xmax of each set and the
+    MOVE_SET events, so that a failure can unlock what it must and the final wait
     knows what to wait for. ``report`` is returned to the user (filled while running).
     """
 
-    def __init__(self, ns, old, to_node, moves, timeout, interval=POLL_INTERVAL,
-                 clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, ns, old, to_node, moves, timeout):
         self.ns = ns
         self.old = old
         self.to_node = to_node
         self.moves = list(moves)
         self.timeout = timeout
-        self.interval = interval
-        self.clock = clock
-        self.sleep = sleep
-        # set id -> xmax of the lock (inherited locks are known from the start)
-        self.locks = dict((m.set_id, m.locked) for m in self.moves if m.locked is not None)
-        self.moved = {}  # set id -> MOVE_SET Event
+        # inherited locks (set id -> xmax) are known from the start
+        self.handover = SetHandover(old, to_node, locks=dict(
+            (m.set_id, m.locked) for m in self.moves if m.locked is not None))
         self.report = {"locked_seconds": None, "confirmed_seconds": None}
         self._locked_at = None
-        self._moved_at = None
+
+    @property
+    def locks(self):
+        return self.handover.locks
+
+    @property
+    def moved(self):
+        return self.handover.moved
 
     # -- steps ----------------------------------------------------------------------
     def plan(self):
@@ -435,167 +549,80 @@ class Switchover:
 
     def _lock_runner(self, set_id):
         def run(cluster, step, ctx):
-            self.lock(cluster, set_id)
+            self.lock(cluster, set_id, ctx.clock)
             return []
         return run
 
     def _move_runner(self, set_id):
         def run(cluster, step, ctx):
-            return self.move(cluster, set_id)
+            return self.move(cluster, set_id, ctx.clock)
         return run
 
     def _wait_transactions(self, cluster, step, ctx):
-        self.wait_transactions(cluster)
+        self.wait_transactions(cluster, ctx.clock)
         return []
 
     def _wait_moved(self, cluster, step, ctx):
-        self.wait_moved(cluster, ctx.timeout)
+        self.wait_moved(cluster, ctx.timeout, ctx.clock)
 
     # -- actions --------------------------------------------------------------------
-    def lock(self, cluster, set_id):
+    def lock(self, cluster, set_id, clock=SYSTEM_CLOCK):
         """LOCK SET as slonik: its own transaction, sl_config_lock, lockSet, read the xmax."""
-        conn = cluster.connection(self.old)
-        lock_config = sql.SQL("lock table {}.{}").format(self.ns, sql.Identifier("sl_config_lock"))
-        call = function_call(self.ns, "lockSet", (set_id,))
-        xmax_query = ("select pg_catalog.txid_snapshot_xmax("
-                      "pg_catalog.txid_current_snapshot())")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(lock_config)
-                cur.execute(call, (set_id,))
-                cur.execute(xmax_query)
-                xmax = cur.fetchone()[0]
-            conn.commit()
-        except psycopg2.Error as exc:
-            conn.rollback()
-            error = cluster.error(self.old, exc, doing="lockSet(%d)" % set_id)
-            raise self.undo(cluster, error)
-        for text in (cluster.render(self.old, lock_config), cluster.render(self.old, call, (set_id,)),
-                     xmax_query):
-            cluster.log(self.old, text)
-        self.locks[set_id] = xmax
+        self.handover.lock(cluster, set_id, self.timeout)
         if self._locked_at is None:
-            self._locked_at = self.clock()
+            self._locked_at = clock.now()
 
-    def wait_transactions(self, cluster):
-        """Wait until txid_snapshot_xmin on the old origin has passed every lock's xmax."""
+    def wait_transactions(self, cluster, clock=SYSTEM_CLOCK):
+        """Wait until txid_snapshot_xmin on the old origin has passed every lock's xmax;
+        on timeout unlock the sets and fail, naming the transactions still running."""
         if not self.locks:
             return
         if self._locked_at is None:
-            self._locked_at = self.clock()
-        target = max(self.locks.values())
-        query = sql.SQL("select pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())"
-                        " >= %s")
-        deadline = self.clock() + self.timeout
-        while not cluster.fetch(self.old, query, (target,))[0][0]:
-            if self.clock() >= deadline:
-                blockers = old_transactions(cluster, self.old, target)
-                error = SlonyError(
-                    "timed out after %ss on node %d waiting for the transactions that were "
-                    "running when set%s %s %s locked to end%s; long transactions in any "
-                    "database of node %d's PostgreSQL instance delay a switchover" % (
-                        self.timeout, self.old, "s" if len(self.locks) > 1 else "",
-                        ", ".join(map(str, sorted(self.locks))),
-                        "were" if len(self.locks) > 1 else "was",
-                        " (still running: %s)" % "; ".join(blockers) if blockers else "",
-                        self.old), node=self.old)
-                raise self.undo(cluster, error)
-            self.sleep(self.interval)
+            self._locked_at = clock.now()
+        self.handover.wait_transactions(cluster, self.timeout, clock)
 
-    def move(self, cluster, set_id):
+    def move(self, cluster, set_id, clock=SYSTEM_CLOCK):
         """MOVE SET: moveSet under sl_event_lock and sl_config_lock; returns its events."""
-        query = function_call(self.ns, "moveSet", (set_id, self.to_node))
-        try:
-            events = submit_event(cluster, self.old, query, (set_id, self.to_node))
-        except SlonyError as exc:
-            raise self.undo(cluster, exc)
-        self.locks.pop(set_id, None)
-        self.moved[set_id] = [e for e in events if e.type == "MOVE_SET"][-1]
-        if len(self.moved) == len(self.moves):
-            self._moved_at = self.clock()
-            if self._locked_at is not None:
-                self.report["locked_seconds"] = round(self._moved_at - self._locked_at, 3)
+        events = self.handover.move(cluster, set_id)
+        if len(self.moved) == len(self.moves) and self._locked_at is not None:
+            self.report["locked_seconds"] = round(clock.now() - self._locked_at, 3)
         return events
 
     def undo(self, cluster, error):
         """Unlock every set still locked and not moved; return ``error`` saying so."""
-        unlocked, failed = [], []
-        for set_id in sorted(self.locks):
-            query = function_call(self.ns, "unlockSet", (set_id,))
-            try:
-                submit_event(cluster, self.old, query, (set_id,))
-                unlocked.append(set_id)
-            except SlonyError as exc:
-                failed.append("set %d (%s)" % (set_id, exc.message))
-        self.locks = {}
-        message = error.message
-        if self.moved:
-            message += ("; set%s %s had already been moved to node %d" % (
-                "s" if len(self.moved) > 1 else "", ", ".join(map(str, sorted(self.moved))),
-                self.to_node))
-        if unlocked:
-            message += ("; set%s %s unlocked again on node %d (writes accepted there again), "
-                        "not moved" % ("s" if len(unlocked) > 1 else "",
-                                       ", ".join(map(str, unlocked)), self.old))
-        if failed:
-            message += ("; could not unlock %s: unlock by hand with slonik 'unlock set (id = N, "
-                        "origin = %d);'" % (", ".join(failed), self.old))
-        return SlonyError(message, node=error.node, queries=cluster.queries)
+        return self.handover.failed(cluster, error)
 
-    def wait_moved(self, cluster, timeout):
+    def wait_moved(self, cluster, timeout, clock=SYSTEM_CLOCK):
         if not self.moved:
             return
-        started = self.clock()
+        started = clock.now()
         last = max(self.moved.values(), key=lambda e: e.seqno)
-        wait_for_event(cluster, last, None, timeout=timeout, interval=self.interval,
-                       clock=self.clock, sleep=self.sleep)
-        wait_origin(cluster, sorted(self.moved), self.to_node, timeout, self.interval,
-                    self.clock, self.sleep)
-        self.report["confirmed_seconds"] = round(self.clock() - started, 3)
+        wait_for_event(cluster, last, None, timeout=timeout, clock=clock)
+        wait_origin(cluster, sorted(self.moved), self.to_node, timeout, clock)
+        self.report["confirmed_seconds"] = round(clock.now() - started, 3)
         for set_id, event in sorted(self.moved.items()):
-            wait_accepted(cluster, event, set_id, self.to_node, timeout)
-
-
-_OLD_TRANSACTIONS = """
-select a.pid, a.datname, a.usename, a.application_name,
-       extract(epoch from now() - a.xact_start)::int
-  from pg_catalog.pg_stat_activity a
- where a.backend_xid is not null
-   and a.backend_xid::text::bigint in (
-       select x %% 4294967296
-         from pg_catalog.txid_snapshot_xip(pg_catalog.txid_current_snapshot()) as x
-        where x < %s)
- order by a.xact_start limit 5
-"""
-
-
-def old_transactions(cluster, node, xmax):
-    """Descriptions of the transactions on ``node`` older than ``xmax`` (best effort)."""
-    try:
-        rows = cluster.fetch(node, sql.SQL(_OLD_TRANSACTIONS), (xmax,))
-    except SlonyError:
-        return []
-    return ["pid %s (database %s, user %s, application %r, open for %ss)" % tuple(r) for r in rows]
+            wait_accepted(cluster, event, set_id, self.to_node, timeout, clock)
 
 
 _ORIGINS = "select set_id, set_origin from {ns}.sl_set where set_id = any(%s)"
 
 
-def wait_origin(cluster, set_ids, to_node, timeout, interval=POLL_INTERVAL,
-                clock=time.monotonic, sleep=time.sleep):
+def wait_origin(cluster, set_ids, to_node, timeout, clock=None):
     """Wait until ``to_node``'s own sl_set shows it as the origin of every set."""
-    deadline = clock() + timeout
     query = sql.SQL(_ORIGINS).format(ns=cluster.ns)
-    while True:
+
+    def probe():
         rows = cluster.fetch(to_node, query, (list(set_ids),))
-        pending = sorted(s for s, origin in rows if origin != to_node)
+        pending = sorted((s, origin) for s, origin in rows if origin != to_node)
         if not pending:
-            return
-        if clock() >= deadline:
-            raise SlonyError("timed out after %ss waiting for node %d to become the origin of "
-                             "set(s) %s" % (timeout, to_node, ", ".join(map(str, pending))),
-                             node=to_node, queries=cluster.queries)
-        sleep(interval)
+            return True
+        return Pending([Behind(to_node, "its sl_set names %s" % ", ".join(
+            "node %s as the origin of set %d" % (origin, s) for s, origin in pending))])
+
+    goal = "node %d to become the origin of set%s %s" % (
+        to_node, plural(set_ids, "", "s"), ", ".join(map(str, sorted(set_ids))))
+    poll_until(probe, timeout, lambda pending: timeout_error(cluster, goal, timeout, pending),
+               clock=clock)
 
 
 _ACCEPT_EVENT = """
@@ -605,7 +632,7 @@ select ev_origin, ev_seqno, ev_type from {ns}.sl_event
 """
 
 
-def wait_accepted(cluster, move_event, set_id, to_node, timeout):
+def wait_accepted(cluster, move_event, set_id, to_node, timeout, clock=None):
     """Wait until every node has confirmed the new origin's ACCEPT_SET for ``move_event``.
 
     The new origin creates ACCEPT_SET when it processes MOVE_SET; the other nodes fix
@@ -618,7 +645,7 @@ def wait_accepted(cluster, move_event, set_id, to_node, timeout):
     if not rows:
         return None
     accept = Event(*rows[0])
-    wait_for_event(cluster, accept, None, timeout=timeout, wait_on=to_node)
+    wait_for_event(cluster, accept, None, timeout=timeout, wait_on=to_node, clock=clock)
     return accept
 
 
@@ -632,9 +659,9 @@ def finish_wait(move, admin_nodes):
         if event is not None:
             wait_for_event(cluster, event, None, timeout=timeout, wait_on=wait_on,
                            clock=ctx.clock)
-        wait_origin(cluster, [move.set_id], to_node, timeout)
+        wait_origin(cluster, [move.set_id], to_node, timeout, ctx.clock)
         if event is not None:
-            wait_accepted(cluster, event, move.set_id, to_node, timeout)
+            wait_accepted(cluster, event, move.set_id, to_node, timeout, ctx.clock)
     what = ("MOVE_SET %s of node %d" % (event.seqno, event.origin)) if event else "the move"
     return Step(WAIT, to_node, "wait until every node has confirmed %s (set %d to node %d)"
                 % (what, move.set_id, to_node), run=run)
@@ -655,7 +682,7 @@ def set_views(moves, after=False):
     return views
 
 
-def build_plan(ns, moves, timeout, admin_nodes, **kwargs):
+def build_plan(ns, moves, timeout, admin_nodes):
     """Plan from located sets (pure): (plan, Switchover or None)."""
     plan = Plan()
     for move in moves:
@@ -667,34 +694,60 @@ def build_plan(ns, moves, timeout, admin_nodes, **kwargs):
         olds = sorted(set(m.old_origin for m in to_move))
         if len(olds) > 1:  # only possible with set_id, i.e. one set
             raise SlonyError("internal error: sets from several origins %s" % olds)
-        runner = Switchover(ns, olds[0], to_move[0].new_origin, to_move, timeout, **kwargs)
+        runner = Switchover(ns, olds[0], to_move[0].new_origin, to_move, timeout)
         plan.extend(runner.plan())
     return plan, runner
 
 
-def plan_switchover(cluster, to_node, set_id=None, from_node=None,
-                    max_lag_events=DEFAULT_MAX_LAG_EVENTS,
-                    max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300):
-    """Plan moving ``set_id`` (or every set of ``from_node``) to ``to_node``.
+def decide_switchover(data, ns, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
+                      max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300, slon_grace=None):
+    """The Planned switchover, decided from ``data`` (a :class:`SwitchoverRead`) alone.
 
-    Returns (plan, before, after, extra). ``extra['sets']`` says what happens to each
-    set; ``extra['timings']`` is filled while the plan runs.
+    ``slon_grace`` (default: ``min(SLON_GRACE, timeout)``) is how long the plan's first
+    step waits for a stopped slon when that is the only problem.
     """
-    if (set_id is None) == (from_node is None):
-        raise SlonyError("give exactly one of set_id and from_node")
-    moves = locate_sets(cluster, to_node, set_id=set_id, from_node=from_node)
+    moves = locate_moves(data)
     to_move = [m for m in moves if m.action in (MOVE, RESUME)]
+    down = []
     if to_move:
-        preflight(cluster, to_move[0].old_origin, to_node, to_move, max_lag_events,
-                  max_lag_seconds, slon_grace=min(SLON_GRACE, timeout))
-    plan, runner = build_plan(cluster.ns, moves, timeout, cluster.nodes())
+        if data.preflight is None or data.preflight.old != to_move[0].old_origin:
+            raise SlonyError("internal error: the preflight of node %d was not read"
+                             % to_move[0].old_origin)
+        down = check_preflight(data.preflight, data.to_node, to_move, data.admin_nodes,
+                               max_lag_events, max_lag_seconds)
+    plan, runner = build_plan(ns, moves, timeout, data.admin_nodes)
+    slon_wait = None
+    if down:
+        grace = min(SLON_GRACE, timeout) if slon_grace is None else slon_grace
+        step = slon_wait_step(to_move[0].old_origin, data.to_node, to_move, down, grace)
+        plan.steps.insert(0, step)
+        slon_wait = {"nodes": down, "timeout": grace, "description": step.description}
     extra = {
         "sets": [{"id": m.set_id, "old_origin": m.old_origin, "new_origin": m.new_origin,
                   "action": m.action,
                   "move_event": event_dict(m.event) if m.event is not None else None}
                  for m in moves],
         "timings": runner.report if runner is not None else {},
+        "slon_wait": slon_wait,
     }
-    before = {"sets": set_views(moves)}
-    after = {"sets": set_views(moves, after=True)}
-    return Planned(plan, before, after, extra)
+    return Planned(plan, {"sets": set_views(moves)}, {"sets": set_views(moves, after=True)},
+                   extra)
+
+
+def plan_switchover(cluster, to_node, set_id=None, from_node=None,
+                    max_lag_events=DEFAULT_MAX_LAG_EVENTS,
+                    max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300):
+    """Plan moving ``set_id`` (or every set of ``from_node``) to ``to_node``: read, then
+    decide. Returns a Planned: ``extra['sets']`` says what happens to each set,
+    ``extra['timings']`` is filled while the plan runs, ``extra['slon_wait']`` names
+    the stopped slons the run would first wait for (None when there are none).
+    """
+    if (set_id is None) == (from_node is None):
+        raise SlonyError("give exactly one of set_id and from_node")
+    data = read_switchover(cluster, to_node, set_id=set_id, from_node=from_node)
+    return decide_switchover(data, cluster.ns, max_lag_events, max_lag_seconds, timeout)
+
+
+__all__ = ["plan_switchover", "read_switchover", "decide_switchover", "SwitchoverRead",
+           "PreflightRead", "Switchover", "preflight_problems", "refusal_message",
+           "set_position", "wait_origin", "wait_accepted"]

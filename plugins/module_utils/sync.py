@@ -107,18 +107,26 @@ class SyncRun:
                    if n.active and n.id != self.node)
 
 
+def decide_sync(ns, namespace, cluster_name, node, known_nodes, confirmers=None,
+                timeout=300):
+    """The SYNC plan from ``node``'s catalog (``known_nodes``: node id -> Node). Pure."""
+    if node not in known_nodes or not known_nodes[node].active:
+        raise SlonyError("node %d is not an active node of cluster %s" % (node, cluster_name),
+                         node=node)
+    wanted = normalize_confirmers(node, confirmers, known_nodes)
+    run = SyncRun(ns, namespace, node, wanted, timeout)
+    return Planned(Plan(run.steps()), {}, {}, run.report)
+
+
 def plan_sync(cluster, node, confirmers=None, timeout=300):
     """Plan a SYNC on ``node`` and the wait for its confirmation.
 
-    Returns (plan, before, after, extra); ``extra`` is filled while the plan runs
-    (``event``: the SYNC created, ``confirmed_by``: the nodes that confirmed it).
+    Reads ``node``'s catalog, then decides (:func:`decide_sync`). Returns
+    :class:`plan.Planned`; ``extra`` is filled while the plan runs (``event``: the SYNC
+    created, ``confirmed_by``: the nodes that confirmed it). ``timeout`` only shows in
+    the slonik equivalent; the wait itself gets the caller's timeout when it runs.
     """
     cluster.require_node(node, "the node that creates the SYNC")
     snap = read_snapshot(cluster, node)
-    if node not in snap.nodes or not snap.nodes[node].active:
-        raise SlonyError("node %d is not an active node of cluster %s" % (node, cluster.name),
-                         node=node)
-    wanted = normalize_confirmers(node, confirmers, snap.nodes)
-    run = SyncRun(cluster.ns, cluster.namespace, node, wanted, timeout)
-    plan = Plan(run.steps())
-    return Planned(plan, {}, {}, run.report)
+    return decide_sync(cluster.ns, cluster.namespace, cluster.name, node, snap.nodes,
+                       confirmers, timeout)

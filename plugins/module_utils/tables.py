@@ -11,10 +11,10 @@ Tables and sequences share one mechanism, parametrised by a :class:`MemberKind`:
 3. ONE query on the origin resolves every candidate against ``pg_class`` and
    reports its kind, its keys and the set it already belongs to
    (:func:`resolve_candidates`);
-4. :func:`plan_members` - pure - validates everything, collecting every problem
+4. when something may be added, the ids in use on the other nodes are read: one
+   query per node (:func:`read_id_usage`); steps 2 to 4 are :func:`read_members`;
+5. :func:`plan_members` - pure - validates everything, collecting every problem
    into one error raised before anything changes, allocates ids and builds the plan.
-   Only when something has to be added does it ask (through an injected reader)
-   for the ids in use on the other nodes: one query per node.
 
 So the number of queries per node does not depend on the number of tables.
 """
@@ -239,22 +239,157 @@ def _no_key_problem(label, cand):
             "replicate it (add a primary key first)" % label)
 
 
+NO_IDS = IdUsage(0, [])
+
+
+def _absent_drops(set_id, candidates, members_by_id, members_by_name):
+    """The catalog rows of this set that state=absent drops. Pure."""
+    to_drop = []
+    for cand in candidates:
+        member = None
+        if cand.member_set == set_id:
+            member = members_by_id.get(cand.member_id)
+        elif cand.relkind is None:
+            # Gone from the database but still in the catalog: drop the row all the same.
+            member = members_by_name.get((cand.schema, cand.name))
+        if member is not None and member not in to_drop:
+            to_drop.append(member)
+    return to_drop
+
+
+def _unusable(kind, namespace, cand, label):
+    """Why a resolved object cannot be in any set, or None. Pure."""
+    if cand.relkind is None:
+        return "%s does not exist" % label
+    if cand.schema == namespace:
+        return "%s belongs to Slony's own catalog" % label
+    if cand.schema.startswith("pg_") or cand.schema == "information_schema":
+        return "%s belongs to PostgreSQL's system catalog" % label
+    if cand.relkind != kind.relkind:
+        what = RELKIND_NAMES.get(cand.relkind, "of relkind %r" % cand.relkind)
+        hint = ""
+        if cand.relkind == "p" and kind.has_key:
+            hint = " (Slony replicates its partitions: add those instead)"
+        return "%s is %s, not %s%s" % (label, what, RELKIND_NAMES[kind.relkind], hint)
+    return None
+
+
+def _member_mismatches(kind, set_id, cand, entry, label):
+    """What the entry asks of an existing member that only a drop and re-add changes."""
+    problems = []
+    if entry is None:
+        return problems
+    if entry.id is not None and entry.id != cand.member_id:
+        problems.append(
+            "%s is in set %d with id %d, not %d (changing an id needs the %s "
+            "dropped from the set and added again)" % (
+                label, set_id, cand.member_id, entry.id, kind.noun))
+    if kind.has_key and entry.key is not None and entry.key != cand.member_key:
+        problems.append(
+            "%s is in set %d with key %s, not %s (changing the key needs the "
+            "table dropped from the set and added again: state=absent, then "
+            "present)" % (label, set_id, cand.member_key, entry.key))
+    return problems
+
+
+def _addition(kind, cand, entry, label):
+    """(the object to add as a dict, None) or (None, the problem with its key). Pure."""
+    key = None
+    if kind.has_key:
+        if entry is not None and entry.key is not None:
+            key = entry.key
+            problem = _key_problem(label, cand, key)
+            if problem:
+                return None, problem
+        elif cand.pk is None:
+            return None, _no_key_problem(label, cand)
+        else:
+            key = cand.pk
+    if entry is not None and entry.comment is not None:
+        comment = entry.comment
+    elif entry is not None:
+        comment = label  # slonik's default for FULLY QUALIFIED NAME
+    else:
+        comment = kind.pattern_comment  # slonik's default for TABLES= / SEQUENCES=
+    return {"schema": cand.schema, "name": cand.name, "label": label,
+            "id": entry.id if entry is not None else None,
+            "key": key, "comment": comment}, None
+
+
+def _present_members(kind, namespace, set_id, entries, candidates, members_by_id, pending_id):
+    """(to_add, keep, problems) for state=present. Pure."""
+    to_add, keep, problems = [], [], []
+    for cand in candidates:
+        entry = entries[cand.index] if cand.index is not None else None
+        label = fq_name(cand.schema, cand.name)
+        problem = _unusable(kind, namespace, cand, label)
+        if problem:
+            problems.append(problem)
+        elif pending_id is not None and cand.member_set == pending_id:
+            # Already on its way in, through the temporary set of an earlier run.
+            keep.append(_member_from(kind, cand))
+        elif cand.member_set is not None and cand.member_set != set_id:
+            problems.append("%s is already in set %d (as %s id %d)" % (
+                label, cand.member_set, kind.noun, cand.member_id))
+        elif cand.member_set == set_id:
+            problems.extend(_member_mismatches(kind, set_id, cand, entry, label))
+            keep.append(members_by_id.get(cand.member_id) or _member_from(kind, cand))
+        else:
+            add, problem = _addition(kind, cand, entry, label)
+            if problem:
+                problems.append(problem)
+            else:
+                to_add.append(add)
+    return to_add, keep, problems
+
+
+def _allocate_ids(kind, to_add, usage):
+    """Check the explicit ids of ``to_add`` against ``usage`` (:class:`IdUsage`) and give
+    the others the next free ids, in order. Returns the problems. Pure."""
+    problems = []
+    explicit = sorted(a["id"] for a in to_add if a["id"] is not None)
+    for add in to_add:
+        if add["id"] is None:
+            continue
+        for user in usage.users:
+            if user.id == add["id"]:
+                problems.append(
+                    "id %d (wanted for %s) is already used by %s %s of set %s on "
+                    "node %d" % (add["id"], add["label"], kind.noun,
+                                 fq_name(user.schema, user.name), user.set, user.node))
+                break
+    next_id = usage.max_id + 1
+    taken = set(explicit)
+    for add in to_add:
+        if add["id"] is not None:
+            continue
+        while next_id in taken:
+            next_id += 1
+        if next_id > MAX_ID:
+            problems.append("no %s id left for %s" % (kind.noun, add["label"]))
+            break
+        add["id"] = next_id
+        taken.add(next_id)
+        next_id += 1
+    return problems
+
+
 def plan_members(kind, namespace, set_id, origin, entries, candidates, members, receivers,
-                 id_reader, state="present", exclusive=False, problems=(),
+                 id_usage=NO_IDS, state="present", exclusive=False, problems=(),
                  missing_schemas=(), subscriptions=None, pending=None, new_set_id=None):
-    """Plan the tables (or sequences) of set ``set_id``. Pure, apart from ``id_reader``.
+    """Plan the tables (or sequences) of set ``set_id``. Pure.
 
     ``entries``: the explicit list (normalised); ``candidates``: every object resolved
     on the origin (explicit ones carry their entry's index); ``members``: the catalog
     rows (snapshot Table / Sequence) of the set on its origin; ``receivers``: the
-    nodes subscribed to the set; ``id_reader(explicit_ids)`` -> :class:`IdUsage`
-    across the cluster, only called when something is to be added.
+    nodes subscribed to the set; ``id_usage``: the :class:`IdUsage` across the
+    cluster (read when something may be added).
     ``subscriptions``: the set's sl_subscribe rows on the origin (default: each
     receiver fed by the origin, forwarding); ``pending``: the :class:`Pending`
     temporary set of an earlier, interrupted live addition, if any; ``new_set_id``: the
     id a new temporary set gets.
     Adding to a subscribed set is done live (see :func:`build_live_plan`).
-    Returns (plan, before, after); raises one SlonyError listing every problem.
+    Returns :class:`plan.Planned`; raises one SlonyError listing every problem.
     """
     if subscriptions is None:
         subscriptions = [Subscription(set_id, origin, r, True, True) for r in receivers]
@@ -262,128 +397,31 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
     problems = list(problems)
     members = sorted(members, key=lambda m: (m.schema, m.name))
     members_by_id = dict((m.id, m) for m in members)
-    members_by_name = dict(((m.schema, m.name), m) for m in members)
     candidates = sorted(candidates, key=lambda c: (c.schema, c.name))
-    nouns = kind.option
-    to_add, to_drop, keep = [], [], []
+    to_add, to_drop = [], []
 
     if state == "absent":
-        for cand in candidates:
-            member = None
-            if cand.member_set == set_id:
-                member = members_by_id.get(cand.member_id)
-            elif cand.relkind is None:
-                # Gone from the database but still in the catalog: drop the row all the same.
-                member = members_by_name.get((cand.schema, cand.name))
-            if member is not None and member not in to_drop:
-                to_drop.append(member)
+        to_drop = _absent_drops(set_id, candidates, members_by_id,
+                                dict(((m.schema, m.name), m) for m in members))
         before = [member_view(kind, m) for m in to_drop]
         after = []
     else:
-        for schema in missing_schemas:
-            problems.append("schema %s does not exist" % quote_part(schema))
-        for cand in candidates:
-            entry = entries[cand.index] if cand.index is not None else None
-            label = fq_name(cand.schema, cand.name)
-            if cand.relkind is None:
-                problems.append("%s does not exist" % label)
-                continue
-            if cand.schema == namespace:
-                problems.append("%s belongs to Slony's own catalog" % label)
-                continue
-            if cand.schema.startswith("pg_") or cand.schema == "information_schema":
-                problems.append("%s belongs to PostgreSQL's system catalog" % label)
-                continue
-            if cand.relkind != kind.relkind:
-                what = RELKIND_NAMES.get(cand.relkind, "of relkind %r" % cand.relkind)
-                hint = ""
-                if cand.relkind == "p" and kind.has_key:
-                    hint = " (Slony replicates its partitions: add those instead)"
-                problems.append("%s is %s, not %s%s" % (
-                    label, what, RELKIND_NAMES[kind.relkind], hint))
-                continue
-            if pending_id is not None and cand.member_set == pending_id:
-                # Already on its way in, through the temporary set of an earlier run.
-                keep.append(_member_from(kind, cand))
-                continue
-            if cand.member_set is not None and cand.member_set != set_id:
-                problems.append("%s is already in set %d (as %s id %d)" % (
-                    label, cand.member_set, kind.noun, cand.member_id))
-                continue
-            if cand.member_set == set_id:
-                if entry is not None and entry.id is not None and entry.id != cand.member_id:
-                    problems.append(
-                        "%s is in set %d with id %d, not %d (changing an id needs the %s "
-                        "dropped from the set and added again)" % (
-                            label, set_id, cand.member_id, entry.id, kind.noun))
-                if kind.has_key and entry is not None and entry.key is not None \
-                        and entry.key != cand.member_key:
-                    problems.append(
-                        "%s is in set %d with key %s, not %s (changing the key needs the "
-                        "table dropped from the set and added again: state=absent, then "
-                        "present)" % (label, set_id, cand.member_key, entry.key))
-                keep.append(members_by_id.get(cand.member_id) or _member_from(kind, cand))
-                continue
-            key = None
-            if kind.has_key:
-                if entry is not None and entry.key is not None:
-                    key = entry.key
-                    problem = _key_problem(label, cand, key)
-                    if problem:
-                        problems.append(problem)
-                        continue
-                elif cand.pk is None:
-                    problems.append(_no_key_problem(label, cand))
-                    continue
-                else:
-                    key = cand.pk
-            if entry is not None and entry.comment is not None:
-                comment = entry.comment
-            elif entry is not None:
-                comment = label  # slonik's default for FULLY QUALIFIED NAME
-            else:
-                comment = kind.pattern_comment  # slonik's default for TABLES= / SEQUENCES=
-            to_add.append({"schema": cand.schema, "name": cand.name, "label": label,
-                           "id": entry.id if entry is not None else None,
-                           "key": key, "comment": comment})
+        problems += ["schema %s does not exist" % quote_part(s) for s in missing_schemas]
+        to_add, keep, found = _present_members(kind, namespace, set_id, entries, candidates,
+                                               members_by_id, pending_id)
+        problems += found
         if exclusive:
             kept_ids = set(k.id for k in keep)
             to_drop = [m for m in members if m.id not in kept_ids]
-
-        explicit = sorted(a["id"] for a in to_add if a["id"] is not None)
-        if to_add and (explicit or not problems):
-            # Read even when other problems exist, so that id clashes join the same error.
-            usage = id_reader(explicit)
-            for add in to_add:
-                if add["id"] is None:
-                    continue
-                for user in usage.users:
-                    if user.id == add["id"]:
-                        problems.append(
-                            "id %d (wanted for %s) is already used by %s %s of set %s on "
-                            "node %d" % (add["id"], add["label"], kind.noun,
-                                         fq_name(user.schema, user.name), user.set, user.node))
-                        break
-            next_id = usage.max_id + 1
-            taken = set(explicit)
-            for add in to_add:
-                if add["id"] is not None:
-                    continue
-                while next_id in taken:
-                    next_id += 1
-                if next_id > MAX_ID:
-                    problems.append("no %s id left for %s" % (kind.noun, add["label"]))
-                    break
-                add["id"] = next_id
-                taken.add(next_id)
-                next_id += 1
-
+        if to_add and (any(a["id"] is not None for a in to_add) or not problems):
+            # Even when other problems exist, so that id clashes join the same error.
+            problems += _allocate_ids(kind, to_add, id_usage)
         before = [member_view(kind, m) for m in (members if exclusive else keep)
                   if pending_id is None or m.set != pending_id]
         after = [member_view(kind, k) for k in keep] + [_added_view(kind, a) for a in to_add]
 
     if problems:
-        raise problems_error(nouns, set_id, problems, origin)
+        raise problems_error(kind.option, set_id, problems, origin)
 
     if subscriptions and (to_add or pending is not None):
         plan = build_plan(kind, namespace, set_id, origin, [], to_drop)
@@ -759,11 +797,47 @@ def read_id_usage(cluster, kind, origin, snaps, explicit_ids):
     return IdUsage(max_id, users)
 
 
-# -- entry point -------------------------------------------------------------------------
+# -- reading, then deciding ---------------------------------------------------------------
+
+# Everything plan_members decides from, read beforehand: the set's origin; the objects
+# resolved there and the schemas asked for that do not exist; the set's catalog rows,
+# subscriptions and receivers on the origin; an interrupted live addition (Pending) and
+# the id a new temporary set gets; and the ids in use cluster-wide (NO_IDS when nothing
+# can be added).
+MemberFacts = namedtuple("MemberFacts", "origin candidates missing_schemas members "
+                                        "subscriptions receivers pending new_set_id id_usage")
+
+
+def _may_add(kind, candidates):
+    """Whether some candidate may join the set (then the ids in use are needed)."""
+    return any(c.relkind == kind.relkind and c.member_set is None for c in candidates)
+
+
+def read_members(cluster, kind, set_id, origin, entries, patterns=(), schemas=(), exclude=(),
+                 state="present"):
+    """The reads of :func:`plan_set_members`, as :class:`MemberFacts`: the origin's
+    catalog, one resolution query there, and (only when something may be added) one
+    id query per other initialised node."""
+    origin, snap, snaps = locate_set(cluster, set_id, origin)
+    candidates, missing_schemas = resolve_candidates(cluster, kind, origin, entries, patterns,
+                                                     schemas, exclude)
+    pending = find_pending(snap, set_id, origin) if state == "present" else None
+    id_usage = NO_IDS
+    if state == "present" and _may_add(kind, candidates):
+        id_usage = read_id_usage(cluster, kind, origin, snaps,
+                                 sorted(set(e.id for e in entries if e.id is not None)))
+    return MemberFacts(
+        origin, candidates, missing_schemas,
+        [m for m in getattr(snap, kind.snapshot_attr).values() if m.set == set_id],
+        [sub for sub in snap.subscriptions.values() if sub.set == set_id],
+        snap.receivers(set_id), pending, max([0] + list(snap.sets)) + 1, id_usage)
+
 
 def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=None,
                      schemas=None, exclude=None, state="present", exclusive=False):
-    """Plan the tables / sequences of a set. Returns (plan, before, after, extra)."""
+    """Plan the tables / sequences of a set: validate the input, read
+    (:func:`read_members`), then decide (:func:`plan_members`). Returns
+    :class:`plan.Planned`."""
     set_id = _validate_id(set_id, "set_id")
     if state not in ("present", "absent"):
         raise SlonyError("state must be present or absent, not %r" % (state,))
@@ -773,19 +847,14 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
     patterns = _string_list(patterns, "patterns")
     schemas = _string_list(schemas, "schemas")
     exclude = _string_list(exclude, "exclude")
-    origin, snap, snaps = locate_set(cluster, set_id, origin)
-    candidates, missing_schemas = resolve_candidates(cluster, kind, origin, entries, patterns,
-                                                     schemas, exclude)
-    pending = find_pending(snap, set_id, origin) if state == "present" else None
-    members = [m for m in getattr(snap, kind.snapshot_attr).values() if m.set == set_id]
-    subscriptions = [sub for sub in snap.subscriptions.values() if sub.set == set_id]
+    facts = read_members(cluster, kind, set_id, origin, entries, patterns, schemas, exclude,
+                         state)
     plan, before, after, dummy = plan_members(
-        kind, cluster.namespace, set_id, origin, entries, candidates, members,
-        snap.receivers(set_id),
-        lambda ids: read_id_usage(cluster, kind, origin, snaps, ids),
-        state=state, exclusive=exclusive, problems=problems, missing_schemas=missing_schemas,
-        subscriptions=subscriptions, pending=pending, new_set_id=max([0] + list(snap.sets)) + 1)
-    return Planned(plan, before, after, {"origin": origin})
+        kind, cluster.namespace, set_id, facts.origin, entries, facts.candidates,
+        facts.members, facts.receivers, facts.id_usage, state=state, exclusive=exclusive,
+        problems=problems, missing_schemas=facts.missing_schemas,
+        subscriptions=facts.subscriptions, pending=facts.pending, new_set_id=facts.new_set_id)
+    return Planned(plan, before, after, {"origin": facts.origin})
 
 
 def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schemas=None,

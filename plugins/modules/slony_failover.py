@@ -32,22 +32,18 @@ description:
   - A run after a completed failover changes nothing. A run after an interrupted one
     resumes where it stopped - before the promotion it starts again (C(preFailover) is
     harmless to repeat), after the promotion it waits for the confirmations and finishes.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
-    support: full
-    description:
+    details:
       - Validates, probes the failed node and returns the plan (SQL and slonik) with the
-        node expected to be promoted first; changes nothing.
+        node expected to be promoted first; changes nothing and does not wait for slon
+        daemons that are restarting.
   diff_mode:
-    support: full
-    description: Shows the failed node's state and the origin of its sets before and after.
+    details:
+      - Shows the failed node's state and the origin of its sets before and after.
   idempotent:
-    support: full
-    description:
+    details:
       - A second run with the same arguments reports C(changed=false) - the sets of the
         failed node originate on I(backup_node) and the node is failed (or dropped).
 options:
@@ -93,6 +89,8 @@ notes:
 seealso:
   - module: dany.slony.slony_node
   - module: dany.slony.slony_subscription
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -166,18 +164,18 @@ failed_node_probe:
   elements: str
   sample: ["admin_conninfo (host=db1 dbname=shop user=slony): unreachable (connection refused)"]
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 2, "sql": "lock table \"_shop\".sl_config_lock; select \"_shop\".prefailover(1, true)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nfailover (id = 1, backup node = 2);\ndrop node (id = 1, event node = 2);"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict

@@ -23,20 +23,18 @@ description:
     not the node its conninfo claims) does not make the module fail; it is listed in
     RV(unreachable_nodes) with the error, and a warning is issued.
   - Nothing is changed, in check mode or not.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
-    support: full
-    description: Runs in check mode exactly as in normal mode; it only reads.
+    details:
+      - Runs in check mode exactly as in normal mode; it only reads.
   diff_mode:
     support: none
-    description: Nothing changes, so there is nothing to show.
+    details:
+      - Nothing changes; no diff is returned.
   idempotent:
-    support: full
-    description: Never changes anything; always returns C(changed=false).
+    details:
+      - Never changes anything; always returns C(changed=false).
 options:
   filter:
     description:
@@ -77,6 +75,8 @@ notes:
 seealso:
   - module: dany.slony.slony_subscription
   - module: dany.slony.slony_table
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''

@@ -25,20 +25,11 @@ description:
   - With I(nodes), several nodes in one task, in id order. On a new cluster the lowest
     id is initialised and the others are stored through it. Check mode shows that
     order too. The new nodes load the Slony schema at the same time.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run; changes nothing.
   diff_mode:
-    support: full
-    description: Shows the node as the cluster sees it before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+    details:
+      - Shows the node as the cluster sees it before and after (with I(nodes), a list).
 options:
   id:
     description:
@@ -47,7 +38,8 @@ options:
     type: int
   nodes:
     description:
-      - Several nodes at once, instead of I(id). Only with I(state=present).
+      - Several nodes at once, instead of I(id) (and of I(comment) - each entry has its own).
+        Only with I(state=present).
     type: list
     elements: dict
     suboptions:
@@ -84,6 +76,8 @@ notes:
 seealso:
   - module: dany.slony.slony_path
   - module: dany.slony.slony_subscription
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -138,20 +132,18 @@ after:
   type: raw
   sample: {"id": 2, "state": "present", "comment": "Replica in Lyon", "active": true, "failed": false}
 queries:
-  description:
-    - Statements executed (in check mode, that would be executed), with the node they ran on.
-      Passwords are replaced by C(********).
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".storeNode(2, 'Replica in Lyon'); select \"_shop\".enableNode(2)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nnode 1 admin conninfo = 'host=db1 dbname=shop user=slony';\nstore node (id = 2, comment = 'Replica in Lyon', event node = 1);"
 events:
-  description: Slony events created, with their origin node, sequence number and type.
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict

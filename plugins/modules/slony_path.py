@@ -16,20 +16,11 @@ description:
     C(DROP PATH)) - one path with I(server), I(client) and I(conninfo), or many with I(paths).
   - A path is stored on its client node. A changed I(conninfo) or I(connretry) converges.
   - Each client's catalog is read once, whatever the number of paths.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run; changes nothing.
   diff_mode:
-    support: full
-    description: Shows the managed paths before and after (conninfo passwords redacted).
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+    details:
+      - Shows the managed paths before and after (conninfo passwords redacted).
 options:
   server:
     description:
@@ -88,6 +79,8 @@ notes:
     which needs the slon daemons running.
 seealso:
   - module: dany.slony.slony_node
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -131,18 +124,18 @@ after:
   elements: dict
   sample: [{"server": 1, "client": 2, "conninfo": "host=db1 dbname=shop user=slony", "connretry": 10}]
 queries:
-  description: Statements executed (in check mode, that would be), with their node. Passwords redacted.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 2, "sql": "select \"_shop\".storepath(1, 2, 'host=db1 dbname=shop user=slony', 10)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nstore path (server = 1, client = 2, conninfo = 'host=db1 dbname=shop user=slony', connretry = 10);"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict
@@ -161,15 +154,13 @@ def main():
         connretry=dict(type="int", default=10),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
+    # The options of one path, at the top level too (where server and client are
+    # required only without paths).
+    spec = dict((key, dict((k, v) for k, v in value.items() if k != "required"))
+                for key, value in path_spec.items())
+    spec["paths"] = dict(type="list", elements="dict", options=path_spec)
     slony = SlonyModule(
-        dict(
-            server=dict(type="int"),
-            client=dict(type="int"),
-            conninfo=dict(type="str", no_log=True),
-            connretry=dict(type="int", default=10),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            paths=dict(type="list", elements="dict", options=path_spec),
-        ),
+        spec,
         mutually_exclusive=[("paths", "server"), ("paths", "client"), ("paths", "conninfo")],
         required_one_of=[("paths", "server")],
         required_together=[("server", "client")],
@@ -178,11 +169,10 @@ def main():
     if params["paths"] is not None:
         paths = params["paths"]
     else:
-        keys = ("server", "client", "conninfo", "connretry", "state")
-        paths = [dict((k, params[k]) for k in keys)]
+        paths = [dict((k, params[k]) for k in path_spec)]
     for entry in paths:
         slony.add_secrets(entry.get("conninfo"))
-    slony.run(lambda cluster: plan_paths(cluster, paths)))
+    slony.run(lambda cluster: plan_paths(cluster, paths))
 
 
 if __name__ == "__main__":

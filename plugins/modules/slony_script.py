@@ -33,25 +33,22 @@ description:
     node's slon retries forever and replication to it stalls until the node is fixed by
     hand; check the script on a copy first, and use check mode, which runs it on the event
     node and rolls it back.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
-    support: full
-    description:
-      - Runs every statement on the event node in a transaction that is rolled back, so
-        syntax and planning errors are reported with the failing statement; returns the
-        SQL and slonik it would run and changes nothing.
+    details:
+      - Runs every statement on the event node in a transaction that is rolled back
+        (waiting at most I(lock_timeout) seconds for each lock), so syntax and planning
+        errors are reported with the failing statement; returns the SQL and slonik it would
+        run and changes nothing.
       - As in any rolled-back PostgreSQL transaction, values the script takes from existing
         sequences (C(nextval), C(setval)) are not given back.
   diff_mode:
-    support: full
-    description: Shows whether the key was applied before and after.
+    details:
+      - Shows whether the key was applied before and after.
   idempotent:
     support: partial
-    description:
+    details:
       - With I(key), a second run reports C(changed=false) and runs nothing.
       - Without I(key), every run applies the script again and reports C(changed=true).
 options:
@@ -106,6 +103,16 @@ options:
       - The table is not in Slony's C(_<cluster>) schema (which Slony owns) and does not
         need to be in a replication set.
     type: str
+  lock_timeout:
+    description:
+      - Check mode only - seconds each statement of the validation on the event node may
+        wait for a lock (the statements of a script often take C(ACCESS EXCLUSIVE) locks, and
+        a check must not queue behind the application and make the application queue
+        behind it). When a lock is not granted in time, the module fails and names the
+        sessions holding locks on the relations of that statement.
+      - C(0) means no limit of the module's (the server's C(lock_timeout) applies).
+    type: int
+    default: 5
 notes:
   - The admin role runs the script as a superuser, with C(session_replication_role = local),
     on the event node; slon runs it on the other nodes as its own user.
@@ -119,6 +126,8 @@ notes:
 seealso:
   - module: dany.slony.slony_table
   - module: dany.slony.slony_subscription
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -221,15 +230,13 @@ after:
   sample: {"key": "0042_customer_email", "applied": true, "event_node": 1, "only_on": null,
            "statements": 2, "checksum": "5f0c0d6a..."}
 queries:
-  description:
-    - Statements executed (in check mode, that would be), with their node - the
-      C(ddlCapture) calls, C(ddlScript_complete) and the SYNC.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".ddlcapture('alter table ...;', NULL)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nexecute script (sql = 'alter table ...;', event node = 1);\nsync (id = 1);"
@@ -258,6 +265,7 @@ def main():
             event_node=dict(type="int"),
             only_on=dict(type="list", elements="int"),
             key=dict(type="str", no_log=False),
+            lock_timeout=dict(type="int", default=5),
         ),
         mutually_exclusive=[("sql", "src")],
         required_one_of=[("sql", "src")],
@@ -275,7 +283,8 @@ def main():
         planned = plan_script(
             cluster, script, event_node=params["event_node"], only_on=params["only_on"],
             key=params["key"], validate=slony.check_mode, source=params["src"],
-            wait_timeout=params["wait_timeout"] if params["wait"] else None)
+            wait_timeout=params["wait_timeout"] if params["wait"] else None,
+            lock_timeout=params["lock_timeout"])
         for warning in planned.extra.pop("warnings", []):
             slony.module.warn(warning)
         return planned

@@ -23,34 +23,12 @@ description:
     highest sequence id found on every reachable initialised node of I(admin_conninfo), plus
     one, in the order of the sequences' names.
   - Names are case-sensitive and must be schema-qualified; parts may be double-quoted.
-  - Sequences can only be added to a set that nobody subscribes to yet (a Slony-I rule); the
-    module then fails before any change. Adding them live to a subscribed set is planned but
-    not done by this version. Dropping sequences from a subscribed set works.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
-attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run, with the ids it would allocate; changes nothing.
-  diff_mode:
-    support: full
-    description: Shows the managed sequences (the whole set with I(exclusive)) before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+  - Sequences can be added to a set that has subscribers, the same way as tables (see
+    M(dany.slony.slony_table)) - through a temporary set that every receiver subscribes to
+    and that is then merged into the set; an interrupted run is finished by the next one.
+  - Dropping sequences from a subscribed set works directly.
+extends_documentation_fragment: [dany.slony.common, dany.slony.set_members, dany.slony.attributes]
 options:
-  set_id:
-    description: Id of the set. The set must exist (M(dany.slony.slony_set)).
-    type: int
-    required: true
-  origin:
-    description:
-      - Origin node of the set, where the sequences are added.
-      - Defaults to the origin recorded by the first node of I(admin_conninfo) that knows the
-        set. When given, it must be the set's real origin; otherwise the module fails.
-    type: int
   sequences:
     description:
       - Sequences by name. Each entry is C(schema.name), or a dict with the keys below.
@@ -65,41 +43,17 @@ options:
     description:
       - Regular expressions (PostgreSQL syntax, like slonik's C(SEQUENCES=)) matched against
         C(schema.name) of every sequence. Not anchored - use C(^...$).
-      - System schemas and the cluster's schema are skipped. Sequences found this way get
-        C(replicated sequence) as comment (slonik's default), unless also listed in
-        I(sequences).
+      - System schemas, the cluster's schema and C(dany_slony) (where
+        M(dany.slony.slony_script) keeps its log) are skipped.
+      - Sequences found by I(patterns) or I(schemas) get C(replicated sequence) as comment
+        (slonik's default), unless also listed in I(sequences).
     type: list
     elements: str
-  schemas:
-    description:
-      - Every sequence of these schemas (case-sensitive names). A schema that does not exist
-        is an error with I(state=present).
-    type: list
-    elements: str
-  exclude:
-    description: Regular expressions removing sequences found by I(patterns) or I(schemas).
-    type: list
-    elements: str
-  state:
-    description:
-      - C(present) adds the sequences that are not in the set yet.
-      - C(absent) drops from the set those of the sequences that are in it. Sequences that do
-        not exist or are in another set are left alone.
-    type: str
-    choices: [present, absent]
-    default: present
-  exclusive:
-    description:
-      - With I(state=present), also drop from the set every sequence of the set that is not
-        chosen by I(sequences), I(patterns) and I(schemas).
-    type: bool
-    default: false
-notes:
-  - Adds run on the set's origin, each as Slony's C(setAddSequence) event after one SYNC, as
-    slonik does; with I(wait=true) the module waits until every node has confirmed them.
 seealso:
   - module: dany.slony.slony_table
   - module: dany.slony.slony_set
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -139,8 +93,8 @@ origin:
   sample: 1
 before:
   description:
-    - The managed sequences that were in the set before the run, sorted by name (with
-      I(exclusive), every sequence of the set).
+    - The managed sequences in the set before the run, sorted by name (with I(exclusive),
+      every sequence of the set).
   returned: always
   type: list
   elements: dict
@@ -154,50 +108,31 @@ after:
   elements: dict
   sample: [{"id": 1, "name": "public.invoice_number_seq", "comment": "public.invoice_number_seq"}]
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".\"setaddsequence\"(1, 1, 'public.invoice_number_seq', 'public.invoice_number_seq')"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
-  sample: >-
-    cluster name = shop;
-    set add sequence (set id = 1, origin = 1, id = 1,
-    fully qualified name = 'public.invoice_number_seq', comment = 'public.invoice_number_seq');
+  sample: "cluster name = shop;\nset add sequence (set id = 1, origin = 1, id = 1,
+    fully qualified name = 'public.invoice_number_seq', comment = 'public.invoice_number_seq');"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict
   sample: [{"origin": 1, "seqno": 5000000020, "type": "SET_ADD_SEQUENCE"}]
 '''
 
-from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import set_members_main
 from ansible_collections.dany.slony.plugins.module_utils.tables import plan_sequences
 
 
 def main():
-    slony = SlonyModule(
-        dict(
-            set_id=dict(type="int", required=True),
-            origin=dict(type="int"),
-            sequences=dict(type="list", elements="raw"),
-            patterns=dict(type="list", elements="str"),
-            schemas=dict(type="list", elements="str"),
-            exclude=dict(type="list", elements="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            exclusive=dict(type="bool", default=False),
-        ),
-        required_one_of=[("sequences", "patterns", "schemas")],
-    )
-    params = slony.params
-    slony.run(lambda cluster: plan_sequences(
-        cluster, params["set_id"], origin=params["origin"], sequences=params["sequences"],
-        patterns=params["patterns"], schemas=params["schemas"], exclude=params["exclude"],
-        state=params["state"], exclusive=params["exclusive"]))
+    set_members_main("sequences", plan_sequences)
 
 
 if __name__ == "__main__":

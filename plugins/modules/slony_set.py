@@ -17,20 +17,7 @@ description:
     M(dany.slony.slony_switchover); the module never moves a set silently.
   - A changed I(comment) converges on every node in I(admin_conninfo) that knows the set
     (Slony has no event for it).
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
-attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run; changes nothing.
-  diff_mode:
-    support: full
-    description: Shows the set before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 options:
   id:
     description: Id of the set.
@@ -54,6 +41,8 @@ options:
 seealso:
   - module: dany.slony.slony_table
   - module: dany.slony.slony_subscription
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -86,18 +75,18 @@ after:
   type: dict
   sample: {"id": 1, "origin": 1, "comment": "Orders and customers", "locked": false}
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".storeset(1, 'Orders and customers')"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\ncreate set (id = 1, origin = 1, comment = 'Orders and customers');"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict
@@ -117,7 +106,7 @@ def main():
     ))
     params = slony.params
     slony.run(lambda cluster: plan_set(cluster, params["id"], params["origin"],
-                                       params["comment"], params["state"])))
+                                       params["comment"], params["state"]))
 
 
 if __name__ == "__main__":

@@ -25,20 +25,7 @@ description:
   - With I(receivers), several receivers of the set in one task. Providers are subscribed
     before the nodes they feed; every subscription is submitted before the module waits, so
     the copies run at the same time (as after one slonik script of C(SUBSCRIBE SET)s).
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
-attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run; changes nothing.
-  diff_mode:
-    support: full
-    description: Shows the subscription before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 options:
   set_id:
     description: The set to subscribe to. Its origin is found in the catalog.
@@ -100,6 +87,8 @@ notes:
 seealso:
   - module: dany.slony.slony_set
   - module: dany.slony.slony_path
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -154,18 +143,18 @@ after:
   type: raw
   sample: {"set": 1, "receiver": 2, "provider": 1, "forward": true, "state": "present", "complete": true}
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".subscribeset(1, 1, 2, true, false)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nsubscribe set (id = 1, provider = 1, receiver = 2, forward = yes, omit copy = no);"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict
@@ -197,7 +186,7 @@ def main():
     if params["receivers"] is None:
         slony.run(lambda cluster: plan_subscription(
             cluster, params["set_id"], params["receiver"], params["provider"],
-            params["forward"], params["omit_copy"], params["state"])))
+            params["forward"], params["omit_copy"], params["state"]))
         return
     entries = []
     for entry in params["receivers"]:
@@ -206,7 +195,7 @@ def main():
             + [(key, params[key] if entry.get(key) is None else entry[key])
                for key in ("provider", "forward", "omit_copy")]))
     slony.run(lambda cluster: plan_subscriptions(
-        cluster, params["set_id"], entries, params["state"])))
+        cluster, params["set_id"], entries, params["state"]))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ description:
     and the new origin; I(to_node) subscribes to each set with forward and has finished
     copying it; I(to_node) is not behind the old origin by more than I(max_lag_events) /
     I(max_lag_seconds); no subscription to the set is in progress."
-  - A slon daemon that is not running is watched for up to 15 seconds (at most
-    I(wait_timeout)) before it counts as stopped, because slon restarts its worker on some
-    events, 10 seconds after it exited. Every switchover makes the slons of the nodes
-    other than the old and the new origin do that.
+  - When the only problem is a slon daemon that is not running, the run first waits up
+    to 15 seconds (at most I(wait_timeout)) for it to run again, and refuses, nothing
+    changed, if it does not. Slon restarts its worker 10 seconds after some events, and
+    every switchover makes the slons of the nodes other than the old and the new origin
+    do that. Check mode does not wait; it reports that wait in RV(slon_wait).
   - Then it locks each set on the old origin (writes to its tables fail there from this
     moment), waits until every transaction that was running at that moment has ended,
     moves the sets, and with I(wait=true) waits until every node has confirmed the move,
@@ -37,20 +38,18 @@ description:
     move it (the wait for older transactions times out, C(moveSet) fails), it unlocks the set
     before failing, so that the old origin accepts writes again; the error says so.
     A refused preflight changes nothing; its error says when a set is still locked.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
-    support: full
-    description: Runs the preflight and returns the SQL and slonik it would run; locks and moves nothing.
+    details:
+      - Runs the preflight and returns the SQL and slonik it would run; locks and moves nothing.
   diff_mode:
-    support: full
-    description: Shows the origin of each set before and after.
+    details:
+      - Shows the origin of each set before and after.
   idempotent:
-    support: full
-    description: Once I(to_node) is the origin, a second run with the same arguments reports C(changed=false).
+    details:
+      - Once I(to_node) is the origin, a second run with the same arguments reports
+        C(changed=false).
 options:
   set_id:
     description:
@@ -70,18 +69,20 @@ options:
   max_lag_events:
     description:
       - Refuse when I(to_node) is more than this many events behind the old origin (from
-        C(sl_status) on the old origin). C(null) disables the check.
+        C(sl_status) on the old origin).
+      - An integer, or C(null) to disable the check.
       - The lag is what I(to_node) must apply before it can take over, and roughly how long
         writes fail during the switchover.
-    type: int
+    type: raw
     default: 100
   max_lag_seconds:
     description:
       - Refuse when the last event I(to_node) confirmed is older than this many seconds
-        (C(st_lag_time) of C(sl_status) on the old origin). C(null) disables the check.
+        (C(st_lag_time) of C(sl_status) on the old origin).
+      - A number, or C(null) to disable the check.
       - An idle origin creates a SYNC only every C(sync_interval_timeout) (10 s by default),
         so keep this above that.
-    type: float
+    type: raw
     default: 60
 notes:
   - The old origin is locked with C(lockSet), whose wait for older transactions looks at the
@@ -93,6 +94,8 @@ notes:
 seealso:
   - module: dany.slony.slony_subscription
   - module: dany.slony.slony_sync
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -124,6 +127,13 @@ sets:
   type: list
   elements: dict
   sample: [{"id": 1, "old_origin": 1, "new_origin": 2, "action": "move", "move_event": null}]
+slon_wait:
+  description:
+    - The stopped slon daemons the run waits for before it changes anything (C(nodes)), for
+      at most C(timeout) seconds; null when every slon runs.
+  returned: always
+  type: dict
+  sample: {"nodes": [3], "timeout": 15, "description": "wait up to 15s for the slon daemon of node 3 to run again ..."}
 timings:
   description:
     - C(locked_seconds) is the time from the first lock to the last move (writes fail on the
@@ -143,13 +153,13 @@ after:
   type: dict
   sample: {"sets": [{"id": 1, "origin": 2, "locked": false}]}
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".lockset(1)"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nlock set (id = 1, origin = 1);\nmove set (id = 1, old origin = 1, new origin = 2);"
@@ -161,8 +171,23 @@ events:
   sample: [{"origin": 1, "seqno": 5000000101, "type": "SYNC"}, {"origin": 1, "seqno": 5000000102, "type": "MOVE_SET"}]
 '''
 
+from ansible.module_utils.common.validation import check_type_float, check_type_int
+
+from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 from ansible_collections.dany.slony.plugins.module_utils.switchover import plan_switchover
+
+
+def limit(slony, name, check):
+    """The value of option ``name``: None (null: no check), else converted by ``check``.
+    The options are raw because an int or float option refuses null when it has a default."""
+    value = slony.params[name]
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except TypeError as exc:
+        slony.fail(SlonyError("%s: %s" % (name, exc)))
 
 
 def main():
@@ -170,13 +195,15 @@ def main():
         set_id=dict(type="int"),
         from_node=dict(type="int"),
         to_node=dict(type="int", required=True),
-        max_lag_events=dict(type="int", default=100),
-        max_lag_seconds=dict(type="float", default=60),
+        max_lag_events=dict(type="raw", default=100),
+        max_lag_seconds=dict(type="raw", default=60),
     ), mutually_exclusive=[("set_id", "from_node")], required_one_of=[("set_id", "from_node")])
     params = slony.params
+    max_lag_events = limit(slony, "max_lag_events", check_type_int)
+    max_lag_seconds = limit(slony, "max_lag_seconds", check_type_float)
     slony.run(lambda cluster: plan_switchover(
         cluster, params["to_node"], set_id=params["set_id"], from_node=params["from_node"],
-        max_lag_events=params["max_lag_events"], max_lag_seconds=params["max_lag_seconds"],
+        max_lag_events=max_lag_events, max_lag_seconds=max_lag_seconds,
         timeout=params["wait_timeout"]))
 
 

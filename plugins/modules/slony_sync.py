@@ -20,20 +20,19 @@ description:
     after DDL, or before comparing data across nodes.
   - Every run creates a new event and reports C(changed=true); the event changes no data
     and no configuration. Check mode creates nothing.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
+extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run; creates no event.
+    details:
+      - Returns the SQL and slonik it would run and C(changed=true); creates no event.
   diff_mode:
     support: none
-    description: There is no object state to compare; a SYNC is an event.
+    details:
+      - A SYNC changes no object; the diff is empty.
   idempotent:
     support: none
-    description: Every run creates a new SYNC event and reports C(changed=true).
+    details:
+      - Every run creates a new SYNC event and reports C(changed=true).
 options:
   node:
     description: The node that creates the SYNC (usually the origin of the data to wait for).
@@ -51,6 +50,8 @@ notes:
     too; on timeout the error names every node that is behind and the state of its slon.
 seealso:
   - module: dany.slony.slony_switchover
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -81,19 +82,29 @@ confirmed_by:
   type: list
   elements: int
   sample: [2, 3]
+before:
+  description: Always empty; a SYNC changes no object.
+  returned: always
+  type: dict
+  sample: {}
+after:
+  description: Always empty; a SYNC changes no object.
+  returned: always
+  type: dict
+  sample: {}
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".createevent('_shop', 'SYNC')"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
   sample: "cluster name = shop;\nsync (id = 1);\nwait for event (origin = 1, confirmed = all, wait on = 1, timeout = 300);"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict

@@ -25,35 +25,16 @@ description:
     initialised node of I(admin_conninfo), plus one, in the order of the tables' names.
   - Names are case-sensitive and must be schema-qualified, as Slony compares them
     (C(public.Orders) is the table created as C("Orders")). Parts may be double-quoted.
-  - Tables can only be added to a set that nobody subscribes to yet (a Slony-I rule); the
-    module then fails before any change. Adding tables live to a subscribed set (a temporary
-    set, subscribed like the set, then merged) is planned but not done by this version.
-    Dropping tables from a subscribed set works.
-author:
-  - Dany Slony developers (@dany-slony)
-extends_documentation_fragment:
-  - dany.slony.common
-attributes:
-  check_mode:
-    support: full
-    description: Returns the SQL and slonik it would run, with the ids it would allocate; changes nothing.
-  diff_mode:
-    support: full
-    description: Shows the managed tables (the whole set with I(exclusive)) before and after.
-  idempotent:
-    support: full
-    description: A second run with the same arguments reports C(changed=false).
+  - Tables can be added to a set that has subscribers. Slony-I refuses that, so the module
+    does it the way Slony's documentation describes - the tables go into a temporary set on
+    the origin (the next free set id; its comment names the set it is for), every receiver
+    subscribes to it from its own provider, with its own I(forward), and once every copy is
+    done the temporary set is merged into the set (slonik C(CREATE SET), C(SET ADD TABLE),
+    C(SUBSCRIBE SET), C(MERGE SET)). A run interrupted half-way leaves the temporary set
+    behind; the next run with I(state=present) finds it and finishes it.
+  - Dropping tables from a subscribed set works directly.
+extends_documentation_fragment: [dany.slony.common, dany.slony.set_members, dany.slony.attributes]
 options:
-  set_id:
-    description: Id of the set. The set must exist (M(dany.slony.slony_set)).
-    type: int
-    required: true
-  origin:
-    description:
-      - Origin node of the set, where the tables are added.
-      - Defaults to the origin recorded by the first node of I(admin_conninfo) that knows the
-        set. When given, it must be the set's real origin; otherwise the module fails.
-    type: int
   tables:
     description:
       - Tables by name. Each entry is C(schema.name), or a dict with the keys below.
@@ -74,45 +55,22 @@ options:
       - Regular expressions (PostgreSQL syntax, like slonik's C(TABLES=)) matched against
         C(schema.name) of every ordinary table. Not anchored - use C(^...$).
       - Partitioned parents are never matched (Slony cannot replicate them); their partitions
-        are ordinary tables and are. System schemas and the cluster's schema are skipped.
-      - Tables found this way get the primary key as key and C(replicated table) as comment
-        (slonik's default), unless they are also listed in I(tables).
+        are ordinary tables and are. System schemas, the cluster's schema and C(dany_slony)
+        (where M(dany.slony.slony_script) keeps its log) are skipped.
+      - Tables found by I(patterns) or I(schemas) get the primary key as key and
+        C(replicated table) as comment (slonik's default), unless they are also listed in
+        I(tables).
     type: list
     elements: str
-  schemas:
-    description:
-      - Every ordinary table of these schemas (case-sensitive names). A schema that does not
-        exist is an error with I(state=present).
-    type: list
-    elements: str
-  exclude:
-    description: Regular expressions removing tables found by I(patterns) or I(schemas).
-    type: list
-    elements: str
-  state:
-    description:
-      - C(present) adds the tables that are not in the set yet.
-      - C(absent) drops from the set those of the tables that are in it (the tables
-        themselves stay, no longer replicated). Tables that do not exist or are in another set
-        are left alone.
-    type: str
-    choices: [present, absent]
-    default: present
-  exclusive:
-    description:
-      - With I(state=present), also drop from the set every table of the set that is not
-        chosen by I(tables), I(patterns) and I(schemas).
-    type: bool
-    default: false
 notes:
-  - Adds run on the set's origin, each as Slony's C(setAddTable) event after one SYNC, as slonik
-    does; with I(wait=true) the module waits until every node has confirmed them.
-  - Subscribers get the tables of a set when they subscribe to it
+  - A node that subscribes later gets every table of the set with its copy
     (M(dany.slony.slony_subscription)).
 seealso:
   - module: dany.slony.slony_set
   - module: dany.slony.slony_sequence
   - module: dany.slony.slony_subscription
+author:
+  - Dany Slony developers (@dany-slony)
 '''
 
 EXAMPLES = r'''
@@ -163,8 +121,8 @@ origin:
   sample: 1
 before:
   description:
-    - The managed tables that were in the set before the run, sorted by name (with
-      I(exclusive), every table of the set).
+    - The managed tables in the set before the run, sorted by name (with I(exclusive), every
+      table of the set).
   returned: always
   type: list
   elements: dict
@@ -180,50 +138,31 @@ after:
     - {"id": 1, "name": "public.customers", "key": "customers_pkey", "comment": "public.customers"}
     - {"id": 2, "name": "public.orders", "key": "orders_pkey", "comment": "public.orders"}
 queries:
-  description: Statements executed (in check mode, that would be), with their node.
+  description: The statements that changed something (in check mode, that would), with their node.
   returned: always
   type: list
   elements: dict
   sample: [{"node": 1, "sql": "select \"_shop\".\"setaddtable\"(1, 2, 'public.orders', 'orders_pkey', 'public.orders')"}]
 slonik:
-  description: The equivalent slonik script, passwords redacted. Empty when nothing changes.
+  description: The equivalent slonik script, passwords redacted; empty when nothing changes.
   returned: always
   type: str
-  sample: >-
-    cluster name = shop;
-    set add table (set id = 1, origin = 1, id = 2, fully qualified name = 'public.orders',
-    key = 'orders_pkey', comment = 'public.orders');
+  sample: "cluster name = shop;\nset add table (set id = 1, origin = 1, id = 2,
+    fully qualified name = 'public.orders', key = 'orders_pkey', comment = 'public.orders');"
 events:
-  description: Slony events created (origin, seqno, type).
+  description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
   type: list
   elements: dict
   sample: [{"origin": 1, "seqno": 5000000012, "type": "SYNC"}, {"origin": 1, "seqno": 5000000013, "type": "SET_ADD_TABLE"}]
 '''
 
-from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.slony_module import set_members_main
 from ansible_collections.dany.slony.plugins.module_utils.tables import plan_tables
 
 
 def main():
-    slony = SlonyModule(
-        dict(
-            set_id=dict(type="int", required=True),
-            origin=dict(type="int"),
-            tables=dict(type="list", elements="raw"),
-            patterns=dict(type="list", elements="str"),
-            schemas=dict(type="list", elements="str"),
-            exclude=dict(type="list", elements="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            exclusive=dict(type="bool", default=False),
-        ),
-        required_one_of=[("tables", "patterns", "schemas")],
-    )
-    params = slony.params
-    slony.run(lambda cluster: plan_tables(
-        cluster, params["set_id"], origin=params["origin"], tables=params["tables"],
-        patterns=params["patterns"], schemas=params["schemas"], exclude=params["exclude"],
-        state=params["state"], exclusive=params["exclusive"]))
+    set_members_main("tables", plan_tables)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ except ImportError:  # run from a plain checkout: use the tree scripts/bootstrap
 
 from ansible_collections.dany.slony.plugins.module_utils.catalog import (
     Node, Path, Sequence, Set, SetSync, Snapshot, Subscription, Table)
+from ansible_collections.dany.slony.plugins.module_utils import info as info_mod
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.info import (
     FIRST_SEQNO, SECTIONS, NodeRead, build_facts, compared_nodes, config_in_flight,
@@ -313,3 +314,18 @@ def test_build_facts_with_no_node_readable():
     assert [u["node"] for u in facts["unreachable_nodes"]] == [1, 2]
     assert facts["lag"] == [] and facts["drift"] == [] and facts["sets"] == []
     assert [s["running"] for s in facts["slons"]] == [None, None]
+
+
+def test_every_section_is_built_from_the_reads_alone():
+    # Each section has its builder, and each builds from what was read (a NodeRead
+    # holds plain data: no connection is reachable from it).
+    reads = reads_of_healthy_cluster()
+    for section in SECTIONS:
+        facts = build_facts("shop", "_shop", reads, [section])
+        assert section in facts, section
+        assert set(facts) - set(["cluster_name", "sections", "unreachable_nodes", section]) \
+            <= set(["config_in_flight", "compared_nodes"])
+    view = info_mod.ReadView(reads, "_shop")
+    assert view.order == [1, 2, 3] and view.set_origin == {1: 1}
+    assert view.completion(1, 2) == (True, True, 5000000100)
+    assert view.completion(1, 4) == (None, None, None)

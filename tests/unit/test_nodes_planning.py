@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import psycopg2
 import pytest
 from psycopg2 import sql
+
+from fake_conn import FakeConnection
+from fakes import FakeClock
 
 from ansible_collections.dany.slony.plugins.module_utils import nodes as nodes_mod
 from ansible_collections.dany.slony.plugins.module_utils.catalog import Node, Snapshot
 from ansible_collections.dany.slony.plugins.module_utils.cluster import (
     NODE_INITIALIZED, NODE_NO_SCHEMA)
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
-from ansible_collections.dany.slony.plugins.module_utils.plan import CALLBACK, EVENT, INIT_NODE
+from ansible_collections.dany.slony.plugins.module_utils.plan import (
+    CALLBACK, EVENT, INIT_NODE, RunContext)
 
 
 class FakeCluster:
@@ -89,3 +94,126 @@ def test_bad_lists(fake, entries, message):
     with pytest.raises(SlonyError) as info:
         nodes_mod.plan_nodes_present(cluster, entries)
     assert message in str(info.value)
+
+
+def test_existing_nodes_listed_after_a_new_lower_id_are_left_alone(fake):
+    # Nodes 2 and 3 form the cluster; node 1 is new. Node 1 is stored through node 2;
+    # nodes 2 and 3 are then judged on the catalog node 1 will have (a copy of node
+    # 2's), not on an empty one: their schemas are not dropped and re-created.
+    cluster = fake({1: (NODE_NO_SCHEMA, None), 2: (NODE_INITIALIZED, 2),
+                    3: (NODE_INITIALIZED, 3)}, known=(2, 3))
+    plan, before, after, _ = nodes_mod.plan_nodes_present(cluster, [{"id": 1}, {"id": 2},
+                                                                 {"id": 3}])
+    assert [(s.kind, s.node, s.function) for s in plan.steps] == [
+        ("wait", 3, None), (CALLBACK, 1, "initializeLocalNode"), (EVENT, 2, "storeNode")]
+    assert [v["state"] for v in before] == ["absent", "present", "present"]
+    assert [v["comment"] for v in after] == ["Node 1", "Node 2", "Node 3"]
+
+
+def test_the_nodes_are_read_once_then_decided_without_a_database(fake, monkeypatch):
+    cluster = fake({1: (NODE_INITIALIZED, 1), 2: (NODE_INITIALIZED, 2),
+                    3: (NODE_NO_SCHEMA, None)}, known=(1, 2))
+    reads = []
+    real = nodes_mod.read_snapshot
+    monkeypatch.setattr(nodes_mod, "read_snapshot",
+                        lambda c, node: reads.append(node) or real(c, node))
+    read = nodes_mod.read_nodes(cluster, [1, 2, 3])
+    # Node 1 is the event node of nodes 2 and 3; node 2 the one of node 1.
+    assert sorted(reads) == [1, 2] and sorted(read.snapshots) == [1, 2]
+    # Deciding needs nothing but what was read.
+    decided = nodes_mod.decide_nodes_present(read, [{"id": 1}, {"id": 2}, {"id": 3}])
+    assert [(s.kind, s.node, s.function) for s in decided.plan.steps][-2:] == [
+        (CALLBACK, 3, "initializeLocalNode"), (EVENT, 1, "storeNode")]
+    absent = nodes_mod.decide_node_absent(read, 2)
+    assert [(s.kind, s.node, s.function) for s in absent.plan.steps] == [
+        ("wait", 2, None), (EVENT, 1, "dropNode"), (CALLBACK, 2, "uninstallNode")]
+    assert sorted(reads) == [1, 2]
+
+
+def test_an_unusable_event_node_is_reported_when_it_comes_to_choosing(fake):
+    cluster = fake({1: (NODE_NO_SCHEMA, None), 2: (NODE_NO_SCHEMA, None)})
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.plan_node_present(cluster, 1, event_node=1)
+    assert "event_node must differ" in str(info.value)
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.plan_node_present(cluster, 1, event_node=2)
+    assert "node 2 is not a node of cluster shop" in str(info.value)
+
+
+# -- UNINSTALL NODE racing the node's own slon ------------------------------------------
+
+class RaceError(psycopg2.OperationalError):
+    pgcode = "55P03"
+
+
+class DeniedError(psycopg2.OperationalError):
+    pgcode = "42501"
+
+
+class UninstallCluster:
+    """A node whose schema goes away after ``races`` lost races (None: never)."""
+
+    ns = sql.Identifier("_shop")
+    queries = []
+
+    def __init__(self, races=None, error=RaceError):
+        self.races = races
+        self.error_type = error
+        self.attempts = 0
+        self.logged = []
+
+    def discard(self, node):
+        pass
+
+    def state(self, node):
+        if self.races is not None and self.attempts >= self.races:
+            return (NODE_NO_SCHEMA, None)
+        return (NODE_INITIALIZED, node)
+
+    def connection(self, node, check_identity=True):
+        def on_execute(query, params):
+            if not str(query).startswith("set local"):
+                self.attempts += 1
+                raise self.error_type("could not obtain lock")
+        return FakeConnection(on_execute)
+
+    def has_node(self, node):
+        return False
+
+    def error(self, node, exc, doing=None):
+        return SlonyError("node %d: %s failed: %s" % (node, doing, exc), node=node)
+
+    def log(self, node, text):
+        self.logged.append(text)
+
+
+def uninstall(cluster, timeout, clock):
+    step = nodes_mod._uninstall_step(sql.Identifier("_shop"), 2, "uninstall node 2")
+    return step.run(cluster, step, RunContext(timeout=timeout, clock=clock))
+
+
+def test_uninstall_retries_a_lost_race_for_at_most_wait_timeout():
+    clock = FakeClock()
+    cluster = UninstallCluster()
+    with pytest.raises(SlonyError) as info:
+        uninstall(cluster, 7, clock)
+    assert clock.waited == pytest.approx(7) and all(s <= 1.0 for s in clock.sleeps)
+    assert cluster.attempts == 8  # at 0, 1, ..., 7 seconds
+    assert str(info.value).startswith("timed out after 7s waiting for node 2 to be uninstalled")
+    assert "behind: node 2 (node 2: UNINSTALL NODE failed: could not obtain lock" \
+        in str(info.value)
+    assert info.value.node == 2
+
+
+def test_uninstall_looks_again_and_finds_the_slon_did_it():
+    clock = FakeClock()
+    assert uninstall(UninstallCluster(races=2), 300, clock) == []
+    assert clock.waited == pytest.approx(2)
+
+
+def test_uninstall_fails_at_once_on_other_errors():
+    clock = FakeClock()
+    with pytest.raises(SlonyError) as info:
+        uninstall(UninstallCluster(error=DeniedError), 300, clock)
+    assert clock.sleeps == []
+    assert str(info.value) == "node 2: UNINSTALL NODE failed: could not obtain lock"

@@ -10,8 +10,11 @@ __metaclass__ = type
 import os
 import sys
 
+import psycopg2
 import pytest
 from psycopg2 import sql
+
+from fake_conn import FakeConnection
 
 try:
     import ansible_collections.dany.slony  # noqa: F401 pylint: disable=unused-import
@@ -480,27 +483,128 @@ def test_statement_error_for_added_statements_and_long_ones():
     assert "...: boom" in str(err) and len(str(err)) < 400
 
 
-def test_an_applied_key_plans_nothing_and_reports_where_it_is_missing(monkeypatch):
+def test_an_applied_key_plans_nothing_and_reports_where_it_is_missing():
     recorded = script_mod.KeyRecord("old", 1, None, "2026-01-01 00:00:00+00")
-    present = {1: recorded, 2: recorded, 3: None}
-
-    class Cluster(object):
-        @staticmethod
-        def has_node(node):
-            return node in present
-
-        @staticmethod
-        def state(node):
-            return ("initialized", node)
-
-    monkeypatch.setattr(script_mod, "read_key", lambda cluster, node, key: present[node])
-    plan, before, after, extra = script_mod._already_applied(
-        Cluster(), "k1", recorded, "new", 1, [1, 2, 3, 4], {"event_node": 1})
+    # Node 4 could not be read: it is not reported as missing.
+    elsewhere = {2: recorded, 3: None}
+    plan, before, after, extra = script_mod.already_applied(
+        "k1", recorded, "new", 1, [1, 2, 3, 4], {"event_node": 1}, elsewhere)
     assert not plan.steps and before == after and before["applied"] is True
     assert extra["missing_on"] == [3]
     assert "different script" in extra["warnings"][0]
     assert "not yet on node(s) 3" in extra["warnings"][1]
-    present[3] = recorded
-    extra = script_mod._already_applied(Cluster(), "k1", recorded, "old", 1, [1, 2, 3],
-                                        {})[3]
+    elsewhere[3] = recorded
+    extra = script_mod.already_applied("k1", recorded, "old", 1, [1, 2, 3], {}, elsewhere)[3]
     assert extra == {"missing_on": []}
+
+
+# -- read, then decide ---------------------------------------------------------------------------
+
+def script_read(key_record=None, elsewhere=None):
+    return script_mod.ScriptRead(snapshot(origins=(1,)), "2.2.11", True, key_record,
+                                 elsewhere or {})
+
+
+def test_the_script_is_decided_from_what_was_read():
+    planned, statements = script_mod.decide_script(
+        "shop", NS, "alter table t add c int; -- @CLUSTERNAME@\n", script_read(), key="k")
+    assert [s.line for s in statements] == [1, None, None, None]
+    assert planned.extra["nodes"] == [1, 2, 3] and planned.extra["event_node"] == 1
+    assert [s.kind for s in planned.plan.steps] == [CALLBACK, CALLBACK, WAIT]
+    assert planned.before == {"key": "k", "applied": False}
+    recorded = script_mod.KeyRecord(planned.extra["checksum"], 1, None, "2026-01-01")
+    again, statements = script_mod.decide_script(
+        "shop", NS, "alter table t add c int; -- @CLUSTERNAME@\n",
+        script_read(recorded, {2: recorded, 3: recorded}), key="k")
+    assert not again.plan and statements == [] and again.extra["missing_on"] == []
+    assert "warnings" not in again.extra
+
+
+# -- check mode's lock_timeout -------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, setting", [(5, "5000ms"), (0.25, "250ms"), (0, None),
+                                            (None, None)])
+def test_lock_timeout_setting(value, setting):
+    assert script_mod.lock_timeout_setting(value) == setting
+
+
+@pytest.mark.parametrize("value", [-1, "5s", True])
+def test_bad_lock_timeouts_are_refused(value):
+    with pytest.raises(SlonyError) as info:
+        script_mod.lock_timeout_setting(value)
+    assert "lock_timeout must be a number of seconds" in str(info.value)
+
+
+def test_named_identifiers_fold_like_postgresql():
+    assert script_mod.named_identifiers(
+        'ALTER TABLE Public."Mixed""Case" add column x int;') == [
+            'Mixed"Case', "add", "alter", "column", "int", "public", "table", "x"]
+
+
+class LockNotAvailable(psycopg2.OperationalError):
+    pgcode = "55P03"
+
+
+class ValidationCluster(FakeCluster):
+    """One node; statements mentioning ``locked`` time out on their lock."""
+
+    def __init__(self, locked=None, holders=()):
+        self.locked = locked
+        self.holders = list(holders)
+        self.fetched = []
+        self.conn = FakeConnection(self.on_execute)
+
+    def on_execute(self, query, params):
+        if self.locked and params and self.locked in params[0]:
+            raise LockNotAvailable("canceling statement due to lock timeout")
+
+    def connection(self, node):
+        return self.conn
+
+    def fetch(self, node, query, params=None):
+        self.fetched.append(params)
+        return self.holders
+
+
+def test_validation_sets_lock_timeout_first_and_rolls_back():
+    cluster = ValidationCluster()
+    stmts = split_statements("alter table t add c int;")
+    script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=2)
+    assert cluster.conn.executed[0] == ("set local lock_timeout = %s", ("2000ms",))
+    assert cluster.conn.executed[-1] == ("select pg_temp.dany_slony_try(%s)",
+                                    ("alter table t add c int;",))
+    assert cluster.conn.rollbacks == 1
+    cluster = ValidationCluster()
+    script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=0)
+    assert not any("lock_timeout" in q for q, p in cluster.conn.executed)
+
+
+def test_a_lock_timeout_in_check_mode_names_the_lock_and_who_holds_it():
+    holder = script_mod.LockHolder("public", "customers", "AccessShareLock", 4242,
+                                   "idle in transaction", "psql", 12)
+    cluster = ValidationCluster(locked="customers", holders=[holder])
+    stmts = split_statements("select 1;\nalter table public.customers add c int;")
+    with pytest.raises(SlonyError) as info:
+        script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=5)
+    message = str(info.value)
+    assert message.startswith(
+        "check mode: statement 2 (line 2 of the script) could not get its lock on "
+        "public.customers on node 1 within lock_timeout (5s): AccessShareLock on "
+        "public.customers held by pid 4242 (idle in transaction for 12s, application psql)")
+    assert "Nothing was changed" in message and "alter table public.customers" in message
+    assert info.value.node == 1 and cluster.conn.rollbacks == 1
+    # The holders are looked up among the relations the statement names.
+    assert "customers" in cluster.fetched[0][0] and "public" in cluster.fetched[0][0]
+    # Without lock_timeout, a lock error is an error like any other.
+    cluster = ValidationCluster(locked="customers")
+    with pytest.raises(SlonyError) as info:
+        script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=0)
+    assert "failed on node 1 at statement 2" in str(info.value)
+
+
+def test_a_lock_timeout_without_a_known_holder_says_so():
+    cluster = ValidationCluster(locked="orders")
+    with pytest.raises(SlonyError) as info:
+        script_mod.validate_on_node(cluster, 3, split_statements("drop table orders"), 1.5)
+    assert "could not get a lock it needs on node 3 within lock_timeout (1.5s): another " \
+        "session holds a conflicting lock" in str(info.value)

@@ -10,7 +10,9 @@ from ansible_collections.dany.slony.plugins.module_utils import subscriptions as
 from ansible_collections.dany.slony.plugins.module_utils.catalog import (
     Node, Path, Set, Snapshot, Subscription)
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
-from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT
+from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT, RunContext
+from fakes import FakeClock
+from scripted import ScriptedCluster
 
 NODES = (1, 2, 3, 4)
 
@@ -20,10 +22,15 @@ class FakeCluster:
     namespace = "_shop"
     ns = sql.Identifier("_shop")
 
+    def __init__(self, uninitialized=()):
+        self.uninitialized = set(uninitialized)
+        self.node_reads = 0
+
     def nodes(self):
         return list(NODES)
 
     def initialized_nodes(self):
+        self.node_reads += 1
         return list(NODES)
 
     def require_node(self, node, what=None):
@@ -31,7 +38,9 @@ class FakeCluster:
             raise SlonyError("node %d has no admin_conninfo" % node)
 
     def require_initialized(self, node):
-        return None
+        if node in self.uninitialized:
+            raise SlonyError("node %d (host=n%d) is not a node of Slony cluster shop" % (
+                node, node))
 
 
 def snapshot(node, subscriptions=()):
@@ -137,3 +146,81 @@ def test_bad_lists(catalog, entries, message):
     with pytest.raises(SlonyError) as info:
         subs.plan_subscriptions(FakeCluster(), 1, entries)
     assert message in str(info.value)
+
+
+# -- reading, then deciding ------------------------------------------------------------------
+
+def test_converged_receivers_read_no_node_list_and_submit_nothing(catalog):
+    catalog["subscriptions"] = [Subscription(1, 1, 2, True, True)]
+    cluster = FakeCluster()
+    facts = subs.read_subscriptions(cluster, 1, [
+        {"receiver": 2, "provider": 1, "forward": True, "omit_copy": False}])
+    assert cluster.node_reads == 0 and facts.nodes == []
+    assert facts.receivers[2].complete is True and (1, 2) in facts.receivers[2].paths
+    # A forward change submits an event: then the "config caught up" waits need the nodes.
+    facts = subs.read_subscriptions(cluster, 1, [
+        {"receiver": 2, "provider": 1, "forward": False, "omit_copy": False}])
+    assert cluster.node_reads == 1 and facts.nodes == list(NODES)
+    plan = subs.decide_subscription(cluster.ns, "shop", 1, {
+        "receiver": 2, "provider": 1, "forward": False, "omit_copy": False}, facts).plan
+    assert calls(plan) == [("subscribeSet", (1, 1, 2, False, False))]
+
+
+def test_a_receiver_that_cannot_be_read_fails_where_the_check_comes(catalog):
+    # Node 3 is not initialised, but node 2's entry, decided first, is wrong: its error
+    # wins, as when the reads were made while deciding.
+    catalog["subscriptions"] = [Subscription(1, 4, 2, True, True),
+                                Subscription(1, 1, 4, True, True)]
+    cluster = FakeCluster(uninitialized=[3])
+    with pytest.raises(SlonyError, match="changing the provider and forward at once"):
+        subs.plan_subscriptions(cluster, 1, [{"receiver": 2, "forward": False},
+                                             {"receiver": 3}])
+    with pytest.raises(SlonyError, match="node 3 .* is not a node of Slony cluster shop"):
+        subs.plan_subscriptions(cluster, 1, [{"receiver": 3}, {"receiver": 4}])
+    with pytest.raises(SlonyError, match="node 1 is the origin of set 1"):
+        subs.plan_subscription(cluster, 1, 1)
+    with pytest.raises(SlonyError, match="node 9 has no admin_conninfo"):
+        subs.plan_subscription(cluster, 1, 9)
+
+
+def test_unsubscribing_reads_no_receiver_catalog(catalog, monkeypatch):
+    catalog["subscriptions"] = [Subscription(1, 1, 2, True, True)]
+    monkeypatch.setattr(subs, "read_snapshot", lambda cluster, node: pytest.fail("read"))
+    monkeypatch.setattr(subs, "subscription_complete", lambda *args: pytest.fail("read"))
+    plan = subs.plan_subscription(FakeCluster(), 1, 2, state="absent").plan
+    assert calls(plan) == [("unsubscribeSet", (1, 2, False))]
+
+
+# -- the copy wait, with a fake clock -------------------------------------------------------
+
+def copy_cluster(rows, slon=None):
+    """The receiver's sl_subscribe / sl_setsync: ``rows`` per poll, the last repeats."""
+    rows = list(rows)
+    return ScriptedCluster([("sl_setsync", lambda node, params: list(
+        rows[0] if len(rows) == 1 else rows.pop(0)))], slon=slon)
+
+
+def test_wait_subscription_honours_the_timeout_and_names_both_slons():
+    cluster, clock = copy_cluster([[(2, False, False)]], slon={2: False, 3: True}), FakeClock()
+    with pytest.raises(SlonyError) as info:
+        subs.wait_subscription(cluster, 1, 3, 2, 9, clock=clock)
+    assert clock.waited == pytest.approx(9)
+    assert str(info.value) == (
+        "timed out after 9s waiting for node 3 to finish subscribing to set 1 from node 2; "
+        "behind: node 3 (copy of set 1 from node 2 not finished; slon running); the slon of "
+        "provider node 2 is not running; the receiver's slon log says why the copy does not "
+        "finish")
+    assert info.value.node == 3
+
+
+def test_the_completion_step_waits_with_the_run_timeout_until_the_copy_is_there():
+    step = subs.completion_wait(1, 3, 2)
+    assert step.kind == WAIT and not step.required and step.node == 3
+    # No row yet, then a row from another provider, then active without setsync, then done.
+    cluster = copy_cluster([[], [(1, True, True)], [(2, True, False)], [(2, True, True)]])
+    clock = FakeClock()
+    step.run(cluster, step, RunContext(timeout=9, clock=clock))
+    assert cluster.count("sl_setsync") == 4 and len(clock.sleeps) == 3
+    assert cluster.fetches[0][0] == 3 and cluster.fetches[0][2] == (1, 3)
+    with pytest.raises(SlonyError, match="^timed out after 0s waiting for node 3 "):
+        step.run(copy_cluster([[]]), step, RunContext(timeout=0, clock=clock))

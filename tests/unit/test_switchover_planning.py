@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from psycopg2 import sql
 
-from ansible_collections.dany.slony.plugins.module_utils import switchover as so
+from ansible_collections.dany.slony.plugins.module_utils import setmove
 from ansible_collections.dany.slony.plugins.module_utils.catalog import (
     Node, Path, Set, SetSync, Snapshot, Status, Subscription)
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
@@ -16,6 +16,8 @@ from ansible_collections.dany.slony.plugins.module_utils.switchover import (
     refusal_message, set_position, slonik_lock, slonik_move, slonik_wait)
 from ansible_collections.dany.slony.plugins.module_utils.sync import (
     SyncRun, normalize_confirmers, slonik_sync)
+from ansible_collections.dany.slony.plugins.module_utils.waits import POLL_INTERVAL
+from fakes import FakeClock
 
 NS = sql.Identifier("_shop")
 NODES = (Node(1, True, "origin", False), Node(2, True, "replica", False),
@@ -232,19 +234,8 @@ def test_slonik_texts():
 
 # -- run-time failure handling (scripted cluster) ------------------------------------------
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 class XminCluster:
-    """Answers the txid_snapshot_xmin poll with False; logs, errors like Cluster."""
+    """Answers the txid_snapshot_xmin poll with False and the slon probe with "running"."""
 
     ns = NS
     namespace = "_shop"
@@ -253,32 +244,41 @@ class XminCluster:
         self.queries = []
         self.polls = 0
 
+    def has_node(self, node):
+        return True
+
     def fetch(self, node, query, params=None, check_identity=True):
+        if "sl_nodelock" in repr(query):
+            return [(True,)]
         self.polls += 1
         return [(False,)]
 
 
 def test_transaction_wait_timeout_unlocks_and_says_so(monkeypatch):
     unlocked = []
-    monkeypatch.setattr(so, "submit_event",
+    monkeypatch.setattr(setmove, "submit_event",
                         lambda cluster, node, query, params=None, **kw: unlocked.append(
                             (node, params)) or [])
-    monkeypatch.setattr(so, "old_transactions",
+    monkeypatch.setattr(setmove, "old_transactions",
                         lambda cluster, node, xmax: ["pid 42 (database shop, user app, "
                                                      "application 'psql', open for 30s)"])
     clock = FakeClock()
-    runner = Switchover(NS, 1, 2, [SetMove(1, RESUME, 1, 2, 900, None)], 3,
-                        clock=clock.clock, sleep=clock.sleep)
+    runner = Switchover(NS, 1, 2, [SetMove(1, RESUME, 1, 2, 900, None)], 3)
     cluster = XminCluster()
     with pytest.raises(SlonyError) as err:
-        runner.wait_transactions(cluster)
+        runner.wait_transactions(cluster, clock)
     message = str(err.value)
-    assert message.startswith("timed out after 3s on node 1 waiting for the transactions that "
-                              "were running when set 1 was locked to end (still running: pid 42")
+    assert message.startswith(
+        "timed out after 3s waiting for the transactions that were running when set 1 was "
+        "locked on node 1 to end; behind: node 1 (transactions older than txid 900 still "
+        "running: pid 42 (database shop, user app, application 'psql', open for 30s); slon "
+        "running); long transactions in any database of node 1's PostgreSQL instance delay "
+        "the move")
     assert "set 1 unlocked again on node 1 (writes accepted there again), not moved" in message
     assert unlocked == [(1, (1,))]
     assert runner.locks == {}
-    assert 25 <= cluster.polls <= 35  # 0.1 s polls for 3 s
+    assert clock.waited == pytest.approx(3)  # the timeout, through the waiter's polls
+    assert cluster.polls >= 3 / POLL_INTERVAL
 
 
 def test_failed_move_unlocks_the_sets_not_moved(monkeypatch):
@@ -292,13 +292,13 @@ def test_failed_move_unlocks_the_sets_not_moved(monkeypatch):
             return [Event(1, 10 + params[0], "SYNC"), Event(1, 11 + params[0], "MOVE_SET")]
         return []
 
-    monkeypatch.setattr(so, "submit_event", submit)
+    monkeypatch.setattr(setmove, "submit_event", submit)
     runner = Switchover(NS, 1, 2, [SetMove(1, RESUME, 1, 2, 5, None),
                                    SetMove(2, RESUME, 1, 2, 5, None)], 3)
     cluster = XminCluster()
-    runner.move(cluster, 1)
+    runner.move(cluster, 1, FakeClock())
     with pytest.raises(SlonyError) as err:
-        runner.move(cluster, 2)
+        runner.move(cluster, 2, FakeClock())
     assert calls == [(1, 2), (2, 2), (2,)]  # set 2 unlocked, set 1 (moved) left alone
     assert str(err.value) == ("node 1: moveSet failed: boom; set 1 had already been moved to "
                               "node 2; set 2 unlocked again on node 1 (writes accepted there "

@@ -18,14 +18,18 @@ except ImportError:  # run from a plain checkout: use the tree scripts/bootstrap
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".build",
                                     "collections"))
 
-from ansible_collections.dany.slony.plugins.module_utils.catalog import Sequence, Subscription, Table
+from ansible_collections.dany.slony.plugins.module_utils import tables
+from ansible_collections.dany.slony.plugins.module_utils.catalog import (
+    Sequence, Set, Snapshot, Subscription, Table)
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.names import split_qualified_name
-from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT
+from ansible_collections.dany.slony.plugins.module_utils.plan import EVENT, WAIT, RunContext
 from ansible_collections.dany.slony.plugins.module_utils.tables import (
     PENDING_COMMENT, Pending, _short_list,
-    SEQUENCES, TABLES, IdUsage, IdUser, candidate, fq_name, normalize_entries, plan_members,
-    problems_error, quote_part)
+    NO_IDS, SEQUENCES, TABLES, IdUsage, IdUser, candidate, fq_name, merge_ready_wait,
+    normalize_entries, plan_members, plan_tables, problems_error, quote_part, read_members)
+from fakes import FakeClock
+from scripted import ScriptedCluster
 
 NS = "_shop"
 
@@ -60,18 +64,6 @@ def slon_quote_brute(text):
     return '"%s"' % text.replace('"', '""')
 
 
-def no_ids(explicit):
-    return IdUsage(0, [])
-
-
-def reader(max_id=0, users=(), calls=None):
-    def read(explicit):
-        if calls is not None:
-            calls.append(list(explicit))
-        return IdUsage(max_id, list(users))
-    return read
-
-
 DEFAULT_PK = object()
 
 
@@ -83,11 +75,11 @@ def table(schema, name, index=None, pk=DEFAULT_PK, **extra):
     return candidate(**fields)
 
 
-def plan(entries=(), candidates=(), members=(), receivers=(), id_reader=no_ids, kind=TABLES,
+def plan(entries=(), candidates=(), members=(), receivers=(), id_usage=NO_IDS, kind=TABLES,
          **kwargs):
     normalized, problems = normalize_entries(kind, list(entries))
     return plan_members(kind, NS, 1, 1, normalized, list(candidates), list(members),
-                        list(receivers), id_reader, problems=problems, **kwargs)
+                        list(receivers), id_usage, problems=problems, **kwargs)
 
 
 def event_calls(p):
@@ -158,13 +150,11 @@ def test_duplicates_are_problems_not_immediate_errors():
 # -- adding ------------------------------------------------------------------------------
 
 def test_adds_allocate_ids_in_name_order_skipping_explicit_ones():
-    calls = []
     p, before, after, _ = plan(
         entries=["public.b", {"name": "public.c", "id": 11}],
         candidates=[table("public", "b", index=0), table("public", "c", index=1),
                     table("public", "a"), table("public", "Z")],
-        id_reader=reader(max_id=10, calls=calls))
-    assert calls == [[11]]
+        id_usage=IdUsage(10, []))
     assert event_calls(p) == [
         ("createEvent", (NS, "SYNC")),
         ("setAddTable", (1, 12, "public.Z", "Z_pkey", "replicated table")),
@@ -196,7 +186,7 @@ def test_sequences_use_their_own_functions():
         kind=SEQUENCES, entries=["public.s"],
         candidates=[candidate(index=0, schema="public", name="s", relkind="S"),
                     candidate(schema="public", name="t", relkind="S")],
-        id_reader=reader(max_id=3))
+        id_usage=IdUsage(3, []))
     assert event_calls(p)[1:] == [
         ("setAddSequence", (1, 4, "public.s", "public.s")),
         ("setAddSequence", (1, 5, "public.t", "replicated sequence")),
@@ -206,14 +196,13 @@ def test_sequences_use_their_own_functions():
 
 
 def test_nothing_to_do_when_every_table_is_in_the_set():
-    calls = []
     members = [Table(3, 1, "public", "a", "a_pkey", "public.a")]
     p, before, after, _ = plan(
         entries=["public.a"],
         candidates=[table("public", "a", index=0, member_id=3, member_set=1,
                           member_key="a_pkey")],
-        members=members, id_reader=reader(calls=calls))
-    assert not p and calls == []
+        members=members)
+    assert not p
     assert before == after == [{"id": 3, "name": "public.a", "key": "a_pkey",
                                 "comment": "public.a"}]
 
@@ -248,7 +237,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_planned():
     ]
     users = [IdUser(2, 4, 3, "billing", "x")]
     with pytest.raises(SlonyError) as err:
-        plan(entries=entries, candidates=candidates, id_reader=reader(users=users))
+        plan(entries=entries, candidates=candidates, id_usage=IdUsage(0, users))
     text = str(err.value)
     assert text.startswith("Tables of set 1: nothing was changed, because 8 problems: (1) ")
     for expected in [
@@ -418,7 +407,7 @@ def test_exclusive_drops_the_others_first_then_adds():
         entries=["public.keep", "public.new"],
         candidates=[table("public", "keep", index=0, member_id=3, member_set=1),
                     table("public", "new", index=1)],
-        members=members, exclusive=True, id_reader=reader(max_id=5))
+        members=members, exclusive=True, id_usage=IdUsage(5, []))
     assert event_calls(p) == [
         ("setDropTable", (4,)), ("setDropTable", (5,)), ("createEvent", (NS, "SYNC")),
         ("setAddTable", (1, 6, "public.new", "new_pkey", "public.new"))]
@@ -435,3 +424,82 @@ def test_exclusive_sequences():
         members=members, exclusive=True)
     assert event_calls(p) == [("setDropSequence", (1,))]
     assert after == [{"id": 2, "name": "public.s2", "comment": "c"}]
+
+
+# -- reading, then deciding ------------------------------------------------------------------
+
+class ReadCluster:
+    namespace = NS
+
+
+@pytest.fixture
+def origin_catalog(monkeypatch):
+    """Set 1 on node 1 with table public.a; resolve_candidates and read_id_usage are
+    scripted, and every read is recorded."""
+    state = {"candidates": [], "reads": []}
+    snap = Snapshot(1, 1, sets=[Set(1, 1, None, "s"), Set(4, 1, None, "other")],
+                    tables=[Table(3, 1, "public", "a", "a_pkey", "public.a")],
+                    subscriptions=[Subscription(1, 1, 2, True, True)])
+    monkeypatch.setattr(tables, "locate_set", lambda cluster, set_id, origin: (
+        state["reads"].append("locate") or (1, snap, {1: snap})))
+    monkeypatch.setattr(tables, "resolve_candidates", lambda *args: (
+        state["reads"].append("resolve") or (list(state["candidates"]), [])))
+    monkeypatch.setattr(tables, "read_id_usage", lambda cluster, kind, origin, snaps, ids: (
+        state["reads"].append(("ids", list(ids))) or IdUsage(10, [])))
+    return state
+
+
+def test_the_ids_in_use_are_read_before_deciding_only_when_something_may_be_added(
+        origin_catalog):
+    origin_catalog["candidates"] = [table("public", "a", index=0, member_id=3, member_set=1,
+                                          member_key="a_pkey")]
+    planned = plan_tables(ReadCluster(), 1, tables=["public.a"])
+    assert not planned.plan and planned.extra == {"origin": 1}
+    assert origin_catalog["reads"] == ["locate", "resolve"]
+
+    origin_catalog["reads"][:] = []
+    origin_catalog["candidates"].append(table("public", "b", index=1))
+    planned = plan_tables(ReadCluster(), 1, tables=["public.a", {"name": "public.b", "id": 12}])
+    assert origin_catalog["reads"] == ["locate", "resolve", ("ids", [12])]
+    # Live: set 1 is subscribed, so public.b goes through temporary set 5 (max set id + 1).
+    assert ("storeSet", (5, PENDING_COMMENT % 1)) in event_calls(planned.plan)
+    assert ("setAddTable", (5, 12, "public.b", "b_pkey", "public.b")) in event_calls(planned.plan)
+
+
+def test_dropping_reads_no_ids(origin_catalog):
+    origin_catalog["candidates"] = [table("public", "b", index=0)]
+    facts = read_members(ReadCluster(), TABLES, 1, None, [], state="absent")
+    assert facts.id_usage == NO_IDS and facts.pending is None
+    assert facts.receivers == [2] and facts.new_set_id == 5
+    assert not plan_tables(ReadCluster(), 1, tables=["public.b"], state="absent").plan
+    assert all(read[0] != "ids" for read in origin_catalog["reads"])
+
+
+# -- the MERGE SET precondition, with a fake clock --------------------------------------------
+
+def in_progress_cluster(answers, slon=None):
+    answers = list(answers)
+    return ScriptedCluster([("isSubscriptionInProgress", lambda node, params: [
+        (answers[0] if len(answers) == 1 else answers.pop(0),)])], slon=slon)
+
+
+def test_merge_ready_wait_honours_the_timeout_and_says_what_is_pending():
+    step = merge_ready_wait(1, 1, 7)
+    assert step.kind == WAIT and step.required and step.node == 1
+    cluster, clock = in_progress_cluster([True], slon={1: False}), FakeClock()
+    with pytest.raises(SlonyError) as info:
+        step.run(cluster, step, RunContext(timeout=6, clock=clock))
+    assert clock.waited == pytest.approx(6)
+    assert str(info.value) == (
+        "timed out after 6s waiting for node 1 to see the subscriptions of sets 1 and 7 "
+        "complete; behind: node 1 (isSubscriptionInProgress(1) or (7) still true; slon not "
+        "running)")
+    assert info.value.node == 1
+
+
+def test_merge_ready_wait_ends_as_soon_as_nothing_is_in_progress():
+    step = merge_ready_wait(1, 1, 7)
+    cluster, clock = in_progress_cluster([True, True, False]), FakeClock()
+    step.run(cluster, step, RunContext(timeout=6, clock=clock))
+    assert cluster.count("isSubscriptionInProgress") == 3 and len(clock.sleeps) == 2
+    assert cluster.fetches[0][2] == (1, 7)

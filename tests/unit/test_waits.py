@@ -102,9 +102,11 @@ def test_retry_retries_only_what_is_retryable_within_the_timeout():
         == "uninstalled"
     assert clock.sleeps == [1.0, 1.0]
 
+    def refused():
+        raise SlonyError("permission denied")
+
     with pytest.raises(SlonyError, match="permission denied"):
-        retry(lambda: (_ for _ in ()).throw(SlonyError("permission denied")), 30,
-              lambda exc: "deadlock" in exc.message, _fail, clock=clock)
+        retry(refused, 30, lambda exc: "deadlock" in exc.message, _fail, clock=clock)
 
 
 def test_retry_gives_up_after_the_timeout_with_the_last_error():

@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright: dany.slony contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The options slony_table and slony_sequence share (slony_module.set_members_main),
+    # and what both do with a subscribed set. "Objects" are the module's tables or
+    # sequences. List it before dany.slony.attributes: the first fragment's fields win.
+    DOCUMENTATION = r'''
+attributes:
+  check_mode:
+    details:
+      - Returns the SQL and slonik it would run, with the ids it would allocate (and the
+        temporary set, for a set that has subscribers); changes nothing.
+  diff_mode:
+    details:
+      - Shows the managed objects (the whole set with I(exclusive)) before and after.
+options:
+  set_id:
+    description: Id of the set. The set must exist (M(dany.slony.slony_set)).
+    type: int
+    required: true
+  origin:
+    description:
+      - Origin node of the set, where the objects are added.
+      - Defaults to the origin recorded by the first node of I(admin_conninfo) that knows the
+        set. When given, it must be the set's real origin; otherwise the module fails.
+    type: int
+  schemas:
+    description:
+      - Every object of these schemas - every ordinary table (M(dany.slony.slony_table)), every
+        sequence (M(dany.slony.slony_sequence)). Names are case-sensitive. A schema that does
+        not exist is an error with I(state=present).
+    type: list
+    elements: str
+  exclude:
+    description: Regular expressions removing objects found by I(patterns) or I(schemas).
+    type: list
+    elements: str
+  state:
+    description:
+      - C(present) adds the objects that are not in the set yet.
+      - C(absent) drops from the set those of the objects that are in it (the tables or
+        sequences themselves stay, no longer replicated). Objects that do not exist or are
+        in another set are left alone.
+    type: str
+    choices: [present, absent]
+    default: present
+  exclusive:
+    description:
+      - With I(state=present), also drop from the set every object of the set that is not
+        chosen by the module's list of names, I(patterns) and I(schemas).
+    type: bool
+    default: false
+notes:
+  - Adds run on the set's origin after one SYNC, as slonik does, the add calls of one run in
+    one transaction (batches of up to 500). With I(wait=true) the module waits until every
+    node has confirmed them.
+  - Adding to a subscribed set always waits, whatever I(wait), for what the merge needs -
+    every node knows the temporary set, every receiver has copied it, no subscription is
+    in progress. I(wait=false) only skips the wait for every node to confirm the merge.
+    I(wait_timeout) bounds each of these waits.
+'''
