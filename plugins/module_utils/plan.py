@@ -40,7 +40,10 @@ class Planned(namedtuple("Planned", "plan before after extra")):
     __slots__ = ()
 
     def __new__(cls, plan, before=None, after=None, extra=None):
-        return super(Planned, cls).__new__(cls, plan, before, after, dict(extra or {}))
+        # ``extra`` is kept as the same dict: step runners add what they learn while
+        # the plan runs (the SYNC's event, the node a failover promoted) to it.
+        return super(Planned, cls).__new__(cls, plan, before, after,
+                                           {} if extra is None else extra)
 
 
 class RunContext:

@@ -247,3 +247,12 @@ def test_execute_plan_batches_event_steps_of_one_key_and_node(monkeypatch):
     plan_mod.execute_plan(RecordingCluster(), Plan(steps))
     assert submitted == [(1, [0]), (1, [1, 2, 3]), (1, [4, 5, 6]), (1, [7]), (2, [8]),
                          (2, [9, 10]), (2, [11])]
+
+
+def test_planned_keeps_the_extra_dict_that_runners_fill_while_the_plan_runs():
+    report = {}
+    planned = plan_mod.Planned(Plan(), {}, {}, report)
+    report["event"] = {"origin": 1, "seqno": 5, "type": "SYNC"}
+    assert planned.extra is report
+    assert planned.extra["event"]["seqno"] == 5
+    assert plan_mod.Planned(Plan()).extra == {}

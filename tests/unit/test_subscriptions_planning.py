@@ -66,7 +66,7 @@ def calls(plan):
 
 
 def test_every_subscription_is_submitted_before_any_completion_wait(catalog):
-    plan, before, after, _ = subs.plan_subscriptions(
+    plan, before, after, dummy_extra = subs.plan_subscriptions(
         FakeCluster(), 1, [{"receiver": 2}, {"receiver": 3}, {"receiver": 4}])
     assert calls(plan) == [("subscribeSet", (1, 1, r, True, False)) for r in (2, 3, 4)]
     kinds = [s.kind for s in plan.steps]
@@ -86,7 +86,7 @@ def test_every_subscription_is_submitted_before_any_completion_wait(catalog):
 
 def test_a_provider_subscribed_in_the_same_call_feeds_the_next_one(catalog):
     # Listed leaf first: the plan still subscribes the provider first.
-    plan, before, after, _ = subs.plan_subscriptions(
+    plan, before, after, dummy_extra = subs.plan_subscriptions(
         FakeCluster(), 1, [{"receiver": 3, "provider": 2}, {"receiver": 2}])
     assert calls(plan) == [("subscribeSet", (1, 1, 2, True, False)),
                            ("subscribeSet", (1, 2, 3, True, False))]
@@ -107,7 +107,7 @@ def test_a_provider_that_does_not_forward_is_refused(catalog):
 def test_unsubscribing_a_provider_with_its_receivers_goes_leaf_first(catalog):
     catalog["subscriptions"] = [Subscription(1, 1, 2, True, True),
                                 Subscription(1, 2, 3, True, True)]
-    plan, before, after, _ = subs.plan_subscriptions(
+    plan, before, after, dummy_extra = subs.plan_subscriptions(
         FakeCluster(), 1, [{"receiver": 2}, {"receiver": 3, "provider": 2}], state="absent")
     assert calls(plan) == [("unsubscribeSet", (1, 3, False)), ("unsubscribeSet", (1, 2, False))]
     assert [v["state"] for v in after] == ["absent", "absent"]
@@ -130,8 +130,8 @@ def test_unsubscribing_a_provider_alone_is_still_refused(catalog):
 def test_converged_receivers_plan_only_the_completion_waits(catalog):
     catalog["subscriptions"] = [Subscription(1, 1, 2, True, True),
                                 Subscription(1, 1, 3, True, True)]
-    plan, before, after, _ = subs.plan_subscriptions(FakeCluster(), 1,
-                                                  [{"receiver": 2}, {"receiver": 3}])
+    plan, before, after, dummy_extra = subs.plan_subscriptions(FakeCluster(), 1,
+                                                               [{"receiver": 2}, {"receiver": 3}])
     assert not plan.changes()
     assert [s.kind for s in plan.steps] == [WAIT, WAIT]
     assert before == after

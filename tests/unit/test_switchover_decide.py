@@ -218,4 +218,3 @@ def test_the_final_wait_passes_the_clock_and_times_the_confirmation(monkeypatch)
     runner_wait.run(cluster, runner_wait, RunContext(timeout=90, clock=clock))
     assert runner.report["confirmed_seconds"] == pytest.approx(clock.waited)
     assert clock.waited > 0
-

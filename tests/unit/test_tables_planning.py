@@ -150,7 +150,7 @@ def test_duplicates_are_problems_not_immediate_errors():
 # -- adding ------------------------------------------------------------------------------
 
 def test_adds_allocate_ids_in_name_order_skipping_explicit_ones():
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         entries=["public.b", {"name": "public.c", "id": 11}],
         candidates=[table("public", "b", index=0), table("public", "c", index=1),
                     table("public", "a"), table("public", "Z")],
@@ -169,7 +169,7 @@ def test_adds_allocate_ids_in_name_order_skipping_explicit_ones():
 
 
 def test_given_key_and_comment_are_used_and_shown_as_slonik():
-    p, dummy, after, _ = plan(
+    p, dummy, after, dummy_extra = plan(
         entries=[{"name": "public.settings", "key": "settings_name_key", "comment": "it's"}],
         candidates=[table("public", "settings", index=0, pk=None, key_found=True,
                           key_unique=True, key_valid=True, key_partial=False,
@@ -182,7 +182,7 @@ def test_given_key_and_comment_are_used_and_shown_as_slonik():
 
 
 def test_sequences_use_their_own_functions():
-    p, dummy, after, _ = plan(
+    p, dummy, after, dummy_extra = plan(
         kind=SEQUENCES, entries=["public.s"],
         candidates=[candidate(index=0, schema="public", name="s", relkind="S"),
                     candidate(schema="public", name="t", relkind="S")],
@@ -197,7 +197,7 @@ def test_sequences_use_their_own_functions():
 
 def test_nothing_to_do_when_every_table_is_in_the_set():
     members = [Table(3, 1, "public", "a", "a_pkey", "public.a")]
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         entries=["public.a"],
         candidates=[table("public", "a", index=0, member_id=3, member_set=1,
                           member_key="a_pkey")],
@@ -209,7 +209,7 @@ def test_nothing_to_do_when_every_table_is_in_the_set():
 
 def test_a_member_without_pk_is_fine_when_no_key_is_asked_for():
     members = [Table(3, 1, "public", "s", "s_uk", "public.s")]
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         entries=["public.s"],
         candidates=[table("public", "s", index=0, pk=None, member_id=3, member_set=1,
                           member_key="s_uk")], members=members)
@@ -307,8 +307,8 @@ def test_member_with_another_key_or_id_is_an_error():
 
 def test_adding_to_a_subscribed_set_goes_through_a_temporary_set():
     subs = [Subscription(1, 1, 2, True, True), Subscription(1, 2, 3, False, True)]
-    p, before, after, _ = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
-                            receivers=[2, 3], subscriptions=subs, new_set_id=7)
+    p, before, after, dummy_extra = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
+                                         receivers=[2, 3], subscriptions=subs, new_set_id=7)
     assert event_calls(p) == [
         ("storeSet", (7, PENDING_COMMENT % 1)),
         ("createEvent", (NS, "SYNC")),
@@ -334,19 +334,19 @@ def test_adding_to_a_subscribed_set_goes_through_a_temporary_set():
 def test_an_interrupted_live_addition_is_finished_not_restarted():
     subs = [Subscription(1, 1, 2, True, True), Subscription(1, 1, 3, True, True)]
     pending = Pending(7, {2: 1})   # node 2 already subscribed to temporary set 7
-    p, before, after, _ = plan(entries=["public.a"],
-                            candidates=[table("public", "a", index=0, member_id=4, member_set=7,
-                                              member_key="a_pkey")],
-                            receivers=[2, 3], subscriptions=subs, pending=pending, new_set_id=8)
+    p, before, after, dummy_extra = plan(entries=["public.a"],
+                                         candidates=[table("public", "a", index=0, member_id=4, member_set=7,
+                                                           member_key="a_pkey")],
+                                         receivers=[2, 3], subscriptions=subs, pending=pending, new_set_id=8)
     assert event_calls(p) == [("subscribeSet", (7, 1, 3, True, False)), ("mergeSet", (1, 7))]
     assert [v["name"] for v in after] == ["public.a"] and before == []
 
 
 def test_new_objects_while_a_subscribed_temporary_set_is_pending_get_a_second_cycle():
     subs = [Subscription(1, 1, 2, True, True)]
-    p, dummy, dummy2, _ = plan(entries=["public.b"], candidates=[table("public", "b", index=0)],
-                            receivers=[2], subscriptions=subs, pending=Pending(7, {2: 1}),
-                            new_set_id=8)
+    p, dummy, dummy2, dummy_extra = plan(entries=["public.b"], candidates=[table("public", "b", index=0)],
+                                         receivers=[2], subscriptions=subs, pending=Pending(7, {2: 1}),
+                                         new_set_id=8)
     assert [c[0] for c in event_calls(p)] == ["mergeSet", "storeSet", "createEvent",
                                               "setAddTable", "subscribeSet", "mergeSet"]
     assert event_calls(p)[0] == ("mergeSet", (1, 7))
@@ -363,7 +363,7 @@ def test_missing_schemas_only_matter_when_adding():
     with pytest.raises(SlonyError) as err:
         plan(missing_schemas=["Nope"])
     assert "schema Nope does not exist" in str(err.value)
-    p, dummy, dummy2, _ = plan(missing_schemas=["Nope"], state="absent")
+    p, dummy, dummy2, dummy_extra = plan(missing_schemas=["Nope"], state="absent")
     assert not p
 
 
@@ -379,7 +379,7 @@ def test_problems_error_single_and_many():
 def test_absent_drops_only_members_of_this_set_even_on_a_subscribed_set():
     members = [Table(3, 1, "public", "a", "a_pkey", "public.a"),
                Table(4, 1, "public", "gone", "gone_pkey", "public.gone")]
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         entries=["public.a", "public.gone", "public.elsewhere", "public.nothere"],
         candidates=[table("public", "a", index=0, member_id=3, member_set=1),
                     candidate(index=1, schema="public", name="gone"),
@@ -394,8 +394,8 @@ def test_absent_drops_only_members_of_this_set_even_on_a_subscribed_set():
 
 
 def test_absent_with_nothing_in_the_set_is_a_no_op():
-    p, before, after, _ = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
-                            state="absent")
+    p, before, after, dummy_extra = plan(entries=["public.a"], candidates=[table("public", "a", index=0)],
+                                         state="absent")
     assert not p and before == [] and after == []
 
 
@@ -403,7 +403,7 @@ def test_exclusive_drops_the_others_first_then_adds():
     members = [Table(3, 1, "public", "keep", "keep_pkey", "c"),
                Table(4, 1, "public", "old", "old_pkey", "c"),
                Table(5, 1, "public", "older", "older_pkey", "c")]
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         entries=["public.keep", "public.new"],
         candidates=[table("public", "keep", index=0, member_id=3, member_set=1),
                     table("public", "new", index=1)],
@@ -417,7 +417,7 @@ def test_exclusive_drops_the_others_first_then_adds():
 
 def test_exclusive_sequences():
     members = [Sequence(1, 1, "public", "s1", "c"), Sequence(2, 1, "public", "s2", "c")]
-    p, before, after, _ = plan(
+    p, before, after, dummy_extra = plan(
         kind=SEQUENCES, entries=["public.s2"],
         candidates=[candidate(index=0, schema="public", name="s2", relkind="S", member_id=2,
                               member_set=1)],
