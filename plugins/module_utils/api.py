@@ -217,9 +217,11 @@ class Cluster:
             planned = planner(core)
             changed = bool(planned.plan.changes())
             steps = planned_steps(core, planned.plan)
-            slonik = "\n".join(self.redactor.text(line) for line in (
-                slonik_preamble(self.name, self.admin_conninfo, self.redactor)
-                + planned.plan.slonik())) if changed else ""
+            lines = []
+            if changed:
+                lines = slonik_preamble(self.name, self.admin_conninfo, self.redactor)
+                lines.extend(planned.plan.slonik())
+            slonik = "\n".join(self.redactor.text(line) for line in lines)
             events, queries = [], []
             if not dry_run:
                 events = execute_plan(core, planned.plan, wait_enabled=wait,

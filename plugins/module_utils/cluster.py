@@ -147,9 +147,11 @@ class Cluster:
         that cannot be reached fails on its next use, with the same error, without a
         second connection attempt.
         """
+        def closed(node):
+            return self._conns.get(node) is None or self._conns[node].closed
+
         todo = [n for n in (self.nodes() if nodes is None else nodes)
-                if self.has_node(n) and n not in self._open_errors
-                and (self._conns.get(n) is None or self._conns[n].closed)]
+                if self.has_node(n) and n not in self._open_errors and closed(n)]
         if len(todo) < 2:
             return
 

@@ -118,8 +118,8 @@ def failover_complete_on(snapshot, failed):
     entry = snapshot.nodes.get(failed)
     if entry is None:
         return True
-    return bool(entry.failed and not entry.active
-                and not any(s.origin == failed for s in snapshot.sets.values()))
+    still_origin = any(s.origin == failed for s in snapshot.sets.values())
+    return bool(entry.failed and not entry.active and not still_origin)
 
 
 # Messages of a server that answered but does not serve queries (yet): the node is down

@@ -433,8 +433,11 @@ def config_in_flight(health_by_node, nodes):
         last = health and health.get("last_config_event")
         if not last:
             continue
-        behind = sorted(n for n in nodes if n != origin and n in health_by_node
-                        and health_by_node[n]["processed"].get(origin, 0) < last["seqno"])
+
+        def lags(node):
+            return health_by_node[node]["processed"].get(origin, 0) < last["seqno"]
+
+        behind = sorted(n for n in nodes if n != origin and n in health_by_node and lags(n))
         if behind:
             pending.append({"origin": origin, "seqno": last["seqno"], "type": last["type"],
                             "at": last["at"], "not_processed_by": behind})
@@ -683,8 +686,8 @@ def _lag_facts(view):
     for origin in view.order:
         for lag in view.ok[origin].health["lag"]:
             receiver = lag["receiver"]
-            sets = sorted(k[0] for k in view.subs if k[1] == receiver
-                          and view.set_origin.get(k[0]) == origin)
+            sets = sorted(k[0] for k in view.subs
+                          if k[1] == receiver and view.set_origin.get(k[0]) == origin)
             completes = [view.completion(s, receiver)[1] for s in sets]
             confirmed = lag["confirmed"]
             if confirmed is not None and confirmed <= FIRST_SEQNO:

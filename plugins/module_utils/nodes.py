@@ -250,8 +250,8 @@ def catalog_after(read, planned, node, comment, event):
     """The catalog (its nodes) that ``node``, which the plan creates, will have: its
     event node's, and itself; only itself when it is the first node."""
     known = list(_snapshot(read, planned, event).nodes.values()) if event is not None else []
-    return Snapshot(node, node, nodes=[n for n in known if n.id != node]
-                    + [Node(node, True, comment, False)])
+    others = [n for n in known if n.id != node]
+    return Snapshot(node, node, nodes=others + [Node(node, True, comment, False)])
 
 
 # -- present ------------------------------------------------------------------------

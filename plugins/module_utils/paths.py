@@ -116,8 +116,8 @@ def decide_paths(ns, cluster_name, redactor, paths, facts):
             problems.append("node %d is not a node of cluster %s" % (p["server"], cluster_name))
             continue
         current = snap.paths.get((p["server"], p["client"]))
-        before.append(_current_view(current, redactor)
-                      or {"server": p["server"], "client": p["client"], "state": "absent"})
+        absent = {"server": p["server"], "client": p["client"], "state": "absent"}
+        before.append(_current_view(current, redactor) or absent)
         if p["state"] == "present":
             after.append({"server": p["server"], "client": p["client"],
                           "conninfo": redactor.text(redact_conninfo(p["conninfo"])),

@@ -330,8 +330,8 @@ def check_statements(statements):
     if bad:
         raise SlonyError("the script must not control transactions (Slony runs it in one "
                          "transaction on the event node, and replays it in the SYNC's "
-                         "transaction on every other node; SAVEPOINT is fine): "
-                         + "; ".join(bad))
+                         "transaction on every other node; SAVEPOINT is fine): %s"
+                         % "; ".join(bad))
 
 
 # -- key bookkeeping ----------------------------------------------------------------------
@@ -436,8 +436,8 @@ def choose_event_node(snapshot, admin_nodes, event_node=None, only_on=None):
                 "event_node out to use the lowest only_on node" % (event_node, _ids(only_on)),
                 node=event_node)
         return event_node
-    candidates = [n for n in sorted(nodes) if nodes[n].active and n in admin_nodes
-                  and (only_on is None or n in only_on)]
+    candidates = [n for n in sorted(nodes)
+                  if nodes[n].active and n in admin_nodes and (only_on is None or n in only_on)]
     if not candidates:
         raise SlonyError("no node can be the event node: it must be an active node of the "
                          "cluster with an entry in admin_conninfo%s" % (
@@ -556,9 +556,9 @@ def statement_error(cluster, node, stmt, exc, what):
     position = getattr(diag, "internal_position", None)
     if stmt.line and position and getattr(diag, "internal_query", None) == stmt.sql:
         # stmt.line is the line of the first token, after the comments the text starts with.
-        where = " (at line %d of the script)" % (
-            stmt.line - stmt.sql.count("\n", 0, first_token_offset(stmt.sql))
-            + stmt.sql.count("\n", 0, int(position) - 1))
+        before_token = stmt.sql.count("\n", 0, first_token_offset(stmt.sql))
+        before_error = stmt.sql.count("\n", 0, int(position) - 1)
+        where = " (at line %d of the script)" % (stmt.line - before_token + before_error)
     text = "%s failed on node %d at %s: %s%s" % (what, node, describe_statement(stmt), message,
                                                  where)
     return SlonyError(cluster.redactor.text(text), node=node, queries=cluster.queries)

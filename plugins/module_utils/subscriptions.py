@@ -246,9 +246,12 @@ def _resubscribe_steps(ns, set_id, entry, current, facts):
     """RESUBSCRIBE NODE: a new provider for ``receiver``. Pure."""
     receiver, provider = entry["receiver"], entry["provider"]
     origin, osnap = facts.origin, facts.osnap
+
+    def same_origin(other):
+        return bool(osnap.sets.get(other)) and osnap.sets[other].origin == origin
+
     others = sorted(s.set for s in osnap.subscriptions.values()
-                    if s.receiver == receiver and s.set != set_id
-                    and osnap.sets.get(s.set) and osnap.sets[s.set].origin == origin)
+                    if s.receiver == receiver and s.set != set_id and same_origin(s.set))
     description = "move node %d's subscription to set %d from provider %d to node %d" % (
         receiver, set_id, current.provider, provider)
     if others:

@@ -321,6 +321,12 @@ def newest_moves(rows, old=None):
     return found
 
 
+def _origin_on(snapshot, set_id, node):
+    """Whether ``snapshot`` already shows ``node`` as the origin of ``set_id``."""
+    entry = snapshot.sets.get(set_id)
+    return entry is not None and entry.origin == node
+
+
 def candidate_sets(data):
     """The sets to consider: ``set_id``, or the sets of ``from_node`` (in its own catalog)
     and those an earlier run already moved from it to ``to_node``."""
@@ -332,10 +338,10 @@ def candidate_sets(data):
     for entry in sorted(data.views[data.from_node].sets.values()):
         if entry.origin == data.from_node:
             candidates.append(entry.id)
-        elif entry.origin == to_node and (
-                entry.id in done_events or tsnap.sets.get(entry.id) is None
-                or tsnap.sets[entry.id].origin != to_node):
-            candidates.append(entry.id)
+        elif entry.origin == to_node:
+            # Moved by an earlier run: finish it unless the new origin already knows.
+            if entry.id in done_events or not _origin_on(tsnap, entry.id, to_node):
+                candidates.append(entry.id)
     return candidates
 
 

@@ -190,10 +190,10 @@ def main():
         return
     entries = []
     for entry in params["receivers"]:
-        entries.append(dict(
-            [("receiver", entry["receiver"])]
-            + [(key, params[key] if entry.get(key) is None else entry[key])
-               for key in ("provider", "forward", "omit_copy")]))
+        merged = dict((key, params[key] if entry.get(key) is None else entry[key])
+                      for key in ("provider", "forward", "omit_copy"))
+        merged["receiver"] = entry["receiver"]
+        entries.append(merged)
     slony.run(lambda cluster: plan_subscriptions(
         cluster, params["set_id"], entries, params["state"]))
 
