@@ -452,8 +452,17 @@ def test_readme_option_names_exist(monkeypatch):
                     reason="ansible-doc not installed")
 def test_ansible_doc_renders_every_module():
     program = shutil.which("ansible-doc") or os.path.join(REPO, ".venv", "bin", "ansible-doc")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"),
-               ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    # The collections path is the folder above ansible_collections/: the clone's
+    # .build/collections link, or the tree ansible-test (or an install) put us in.
+    root = os.path.realpath(REPO)
+    parts = root.split(os.sep)
+    if len(parts) > 3 and parts[-3:-2] == ["ansible_collections"]:
+        collections = os.sep.join(parts[:-3])
+    else:
+        collections = os.path.join(REPO, ".build", "collections")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections)
+    if os.path.exists(os.path.join(REPO, "ansible.cfg")):
+        env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
     out = subprocess.run([program, "--json"] + ["%s.%s" % (COLLECTION, m) for m in MODULES],
                          env=env, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True)
