@@ -8,7 +8,7 @@ from psycopg2 import sql
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.events import (
     Event, event_dict, lagging_nodes, slon_state, wait_for_event)
-from ansible_collections.dany.slony.plugins.module_utils.waits import FIRST_POLL, POLL_INTERVAL
+from ansible_collections.dany.slony.plugins.module_utils.waits import FIRST_POLL
 from fakes import FakeClock
 
 EVENT = Event(1, 5000000010, "STORE_NODE")

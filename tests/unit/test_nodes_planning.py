@@ -58,7 +58,7 @@ def steps(plan):
 
 def test_a_new_cluster_is_initialised_by_the_lowest_id_and_the_others_stored_through_it(fake):
     cluster = fake({n: (NODE_NO_SCHEMA, None) for n in (1, 2, 3)})
-    plan, before, after, _ = nodes_mod.plan_nodes_present(
+    plan, before, after, dummy_extra = nodes_mod.plan_nodes_present(
         cluster, [{"id": 3}, {"id": 1, "comment": "origin"}, {"id": 2}])
     assert steps(plan) == [
         (INIT_NODE, 1, "initializeLocalNode", (1, "origin")),
@@ -75,8 +75,8 @@ def test_a_new_cluster_is_initialised_by_the_lowest_id_and_the_others_stored_thr
 def test_an_existing_cluster_gets_only_the_missing_node(fake):
     cluster = fake({1: (NODE_INITIALIZED, 1), 2: (NODE_INITIALIZED, 2),
                     3: (NODE_NO_SCHEMA, None)}, known=(1, 2))
-    plan, before, after, _ = nodes_mod.plan_nodes_present(cluster, [{"id": 1}, {"id": 2},
-                                                                 {"id": 3}])
+    plan, before, after, dummy_extra = nodes_mod.plan_nodes_present(cluster, [{"id": 1}, {"id": 2},
+                                                                              {"id": 3}])
     kinds = [(s.kind, s.node, s.function) for s in plan.steps]
     # Node 2's last configuration event must be seen by node 1 first (always runs).
     assert kinds[0][0] == "wait" and plan.steps[0].required
@@ -102,8 +102,8 @@ def test_existing_nodes_listed_after_a_new_lower_id_are_left_alone(fake):
     # 2's), not on an empty one: their schemas are not dropped and re-created.
     cluster = fake({1: (NODE_NO_SCHEMA, None), 2: (NODE_INITIALIZED, 2),
                     3: (NODE_INITIALIZED, 3)}, known=(2, 3))
-    plan, before, after, _ = nodes_mod.plan_nodes_present(cluster, [{"id": 1}, {"id": 2},
-                                                                 {"id": 3}])
+    plan, before, after, dummy_extra = nodes_mod.plan_nodes_present(cluster, [{"id": 1}, {"id": 2},
+                                                                              {"id": 3}])
     assert [(s.kind, s.node, s.function) for s in plan.steps] == [
         ("wait", 3, None), (CALLBACK, 1, "initializeLocalNode"), (EVENT, 2, "storeNode")]
     assert [v["state"] for v in before] == ["absent", "present", "present"]

@@ -572,7 +572,7 @@ def test_validation_sets_lock_timeout_first_and_rolls_back():
     script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=2)
     assert cluster.conn.executed[0] == ("set local lock_timeout = %s", ("2000ms",))
     assert cluster.conn.executed[-1] == ("select pg_temp.dany_slony_try(%s)",
-                                    ("alter table t add c int;",))
+                                         ("alter table t add c int;",))
     assert cluster.conn.rollbacks == 1
     cluster = ValidationCluster()
     script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=0)
