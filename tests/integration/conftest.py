@@ -12,6 +12,7 @@ See tests/integration/lab.py for the classes and the environment variables.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +21,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab import FreshDatabase, Lab, LabSettings, SlonFleet, unique_dbname  # noqa: E402
+
+
+def _terminated(signum, frame):
+    """SIGTERM (a `timeout` wrapper, CI stopping a job) ends the run like Ctrl-C does, so
+    that the fixtures' teardown still kills the slons and stops the lab."""
+    del frame
+    raise KeyboardInterrupt("terminated by signal %d" % signum)
+
+
+def pytest_configure(config):
+    del config
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 @pytest.fixture(scope="session")
