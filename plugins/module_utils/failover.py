@@ -766,10 +766,9 @@ def decide_failover(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TI
     else:
         plan.extend(_promotion_steps(data, run, sets_of_failed, slonik))
     plan.extend(_final_steps(data, run, drop_failed))
-    planned = Planned(plan, before, after, extra)
-    # What the run learns (the node actually promoted) goes into the returned extra.
-    run.report = planned.extra
-    return planned
+    # ``extra`` is the run's report: Planned keeps that dict, so what the run learns
+    # (the node actually promoted) reaches the result.
+    return Planned(plan, before, after, extra)
 
 
 def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
