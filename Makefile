@@ -60,6 +60,13 @@ installed: bootstrap
 matrix: bootstrap
 	./scripts/test.sh matrix
 
+# The documentation site (modules, filters, roles and the guides of docs/docsite) in
+# .build/docs/html, built with antsibull-docs and Sphinx in .build/venv-docs; any Sphinx
+# warning or antsibull-docs lint finding fails it (scripts/docs.sh).
+.PHONY: docs
+docs: bootstrap
+	./scripts/docs.sh
+
 # Folds changelogs/fragments into the release galaxy.yml names (changelog.yaml,
 # CHANGELOG.rst); run again after adding a fragment, until that version is released.
 changelog: bootstrap

@@ -7,6 +7,8 @@
 #   importer    galaxy-importer on the built tarball, no error or warning (scripts/importer.sh)
 #   ee          execution environment dependencies, ansible-builder introspect + create (scripts/ee.sh)
 #   sanity      ansible-test sanity (scripts/sanity.sh)
+#   docs        antsibull-docs lint-collection-docs and the documentation site built with
+#               Sphinx, warnings as errors (scripts/docs.sh; .build/docs/html)
 #   installed   the tarball installed into an empty collections path: ansible-doc and a
 #               two-node bring-up with the installed playbooks (scripts/installed.sh)
 #   matrix      ansible-test units + sanity on the oldest and newest ansible-core that
@@ -23,8 +25,8 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 
-all_stages=(unit changelog lint importer ee sanity installed matrix integration molecule)
-default_stages=(unit changelog lint importer ee sanity installed integration molecule)
+all_stages=(unit changelog lint importer ee sanity docs installed matrix integration molecule)
+default_stages=(unit changelog lint importer ee sanity docs installed integration molecule)
 if [ $# -gt 0 ]; then
   stages=("$@")
 else
@@ -52,6 +54,7 @@ stage_lint() { ansible-lint; }
 stage_importer() { ./scripts/importer.sh; }
 stage_ee() { ./scripts/ee.sh; }
 stage_sanity() { ./scripts/sanity.sh; }
+stage_docs() { ./scripts/docs.sh; }
 stage_installed() { ./scripts/installed.sh; }
 # A version whose Python is missing on the machine is reported as skipped in the table
 # rather than failing the run (MATRIX_SKIP_MISSING=0 makes it fail).
