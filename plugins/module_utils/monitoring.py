@@ -349,7 +349,7 @@ def _describe(name, value, detail):
         "set %d on node %d" % (s["set"], s["receiver"]) for s in detail)
 
 
-def nagios_check(facts, thresholds=None):
+def nagios_check(facts, thresholds=None, pair_perfdata=True):
     """(exit code, status line, problems) of the facts against ``thresholds``.
 
     ``thresholds`` maps ``<measure>_warning`` / ``<measure>_critical`` to a range (see
@@ -357,8 +357,11 @@ def nagios_check(facts, thresholds=None):
     measures are ``lag_events`` and ``lag_seconds`` (the worst pair), ``slons_stopped``,
     ``nodes_unreachable``, ``drift`` (not counting drift that may settle) and
     ``copies_unfinished`` (subscriptions whose copy is not done). The line is
-    ``SLONY <STATE> - <summary> | <perfdata>``. UNKNOWN when the facts hold none of the
-    measures."""
+    ``SLONY <STATE> - <summary> | <perfdata>``; the performance data has each measure
+    with its thresholds, then (``pair_perfdata``) the lag of every pair,
+    ``lag_events_<origin>_<receiver>`` and ``lag_seconds_<origin>_<receiver>`` (leave
+    them out on a large cluster when the transport limits the output, as NRPE does to 1 KiB).
+    UNKNOWN when the facts hold none of the measures."""
     thresholds = dict(thresholds or {})
     unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
     if unknown:
@@ -387,7 +390,7 @@ def nagios_check(facts, thresholds=None):
         perf.append("%s=%s%s;%s;%s;0;%s" % (_perf_label(name), _fmt(value), unit,
                                              warning.text if warning else "",
                                              critical.text if critical else "", top))
-    for row in facts.get("lag") or []:
+    for row in (facts.get("lag") or []) if pair_perfdata else []:
         pair = "%d_%d" % (row["origin"], row["receiver"])
         if row.get("lag_events") is not None:
             perf.append("lag_events_%s=%s;;;0;" % (pair, row["lag_events"]))
@@ -454,6 +457,9 @@ def build_parser():
                              "(node_exporter's --collector.textfile.directory)")
     parser.add_argument("--textfile-name", metavar="NAME",
                         help="file name in --textfile-dir (default slony_<cluster>.prom)")
+    parser.add_argument("--no-pair-perfdata", dest="pair_perfdata", action="store_false",
+                        help="leave the lag of each origin/receiver pair out of the performance "
+                             "data (a shorter line for a large cluster)")
     for name, _unit, warning, critical in MEASURES:
         option = name.replace("_", "-")
         parser.add_argument("--%s-warning" % option, dest=name + "_warning", default=warning,
@@ -523,7 +529,7 @@ def main(argv=None):
     if args.format == "json":
         sys.stdout.write(json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n")
         return OK
-    code, line, _problems = nagios_check(facts, thresholds)
+    code, line, _problems = nagios_check(facts, thresholds, pair_perfdata=args.pair_perfdata)
     sys.stdout.write(line + "\n")
     return code
 
