@@ -387,64 +387,148 @@ def _store_node_locally(cluster, step, ctx):
 # -- absent -------------------------------------------------------------------------
 
 def plan_node_absent(cluster, node, event_node=None):
-    """Plan for ``node`` not being part of the cluster (DROP NODE + UNINSTALL NODE)."""
-    return decide_node_absent(read_nodes(cluster, [node], event_node), node, event_node)
+    """Plan for ``node`` not being part of the cluster (DROP NODE + UNINSTALL NODE):
+    :func:`plan_nodes_absent` with one node; before/after are the node's views."""
+    return _one(plan_nodes_absent(cluster, [node], event_node))
 
 
 def decide_node_absent(read, node, event_node=None):
     """:func:`plan_node_absent` from ``read`` alone."""
-    ns = read.names.ns
-    own = read.states.get(node)
-    event = pick_event_node(node, read.states, event_node, (), read.event_error)
-    plan = Plan()
-    snap = _snapshot(read, {}, event) if event is not None else None
-    if snap is None and own is not None and own[0] == NODE_INITIALIZED:
-        before = node_view(_snapshot(read, {}, node), node)
-    else:
-        before = node_view(snap, node)
-        if own is not None and own[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED) \
-                and before["state"] == "absent":
-            before = {"id": node, "state": "present", "comment": None,
-                      "active": False, "failed": False, "orphan_schema": True}
-    after = {"id": node, "state": "absent"}
+    return _one(decide_nodes_absent(read, [node], event_node))
 
-    if snap is not None and node in snap.nodes:
-        _check_droppable(snap, node)
-        if own is not None and own[0] == NODE_INITIALIZED:
+
+def _one(planned):
+    return planned._replace(before=planned.before[0], after=planned.after[0])
+
+
+def plan_nodes_absent(cluster, ids, event_node=None):
+    """Plan for several nodes leaving the cluster together: one DROP NODE event with
+    every id (slonik's ``drop node (id = '2,3', ...)``), then UNINSTALL NODE on each.
+
+    One event, not one per node: Slony drops the subscriptions of every listed node
+    first, so a node that feeds only other listed nodes can go in the same event,
+    and no surviving node ever sees a half-dropped chain. A listed node that is the
+    origin of a set, or that feeds a node which stays, is refused (every problem
+    named at once) before anything changes. Nodes already gone are left alone; when
+    every node of the cluster is listed, each is simply uninstalled.
+    Returns :class:`plan.Planned`; before/after are lists in the order of ``ids``.
+    """
+    ids = _absent_ids(ids)
+    states = probe_states(cluster, cluster.nodes())
+    event_error = None
+    if event_node is not None:
+        event_error = _check_event_node(cluster, event_node)
+        wanted = [event_node] if event_error is None and event_node not in ids else []
+    else:
+        others = [n for n in _initialized(states) if n not in ids]
+        wanted = others[:1] or [n for n in _initialized(states) if n in ids][:1]
+    snapshots = dict((n, read_snapshot(cluster, n)) for n in wanted)
+    read = NodesRead(Names(cluster.name, cluster.namespace, cluster.ns), states, snapshots,
+                     event_error)
+    return decide_nodes_absent(read, ids, event_node)
+
+
+def _absent_ids(ids):
+    if not ids:
+        raise SlonyError("nodes: give at least one node")
+    seen = []
+    for index, node in enumerate(ids):
+        if node in seen:
+            raise SlonyError("nodes[%d]: node %d is listed twice" % (index, node))
+        seen.append(node)
+    return seen
+
+
+def _pick_outside(ids, states, event_node, event_error):
+    """The event node of a drop of ``ids``: the given one, else the lowest initialised
+    admin node that is not dropped (None when every node goes)."""
+    if event_node is not None:
+        if event_node in ids:
+            raise SlonyError("event_node must differ from the node(s) being dropped "
+                             "(%d is dropped)" % event_node)
+        if event_error is not None:
+            raise event_error
+        return event_node
+    others = [n for n in _initialized(states) if n not in ids]
+    return others[0] if others else None
+
+
+def decide_nodes_absent(read, ids, event_node=None):
+    """:func:`plan_nodes_absent` from ``read`` alone."""
+    ids = _absent_ids(ids)
+    ns = read.names.ns
+    event = _pick_outside(ids, read.states, event_node, read.event_error)
+    plan = Plan()
+    if event is None:
+        # Every node of the cluster goes: nobody is left to tell, uninstall each.
+        snap = read.snapshots[min(read.snapshots)] if read.snapshots else None
+        before = [_absent_before(read, snap, n) for n in ids]
+        for node in ids:
+            if read.states.get(node, ("absent",))[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED):
+                plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
+        return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids])
+
+    snap = _snapshot(read, {}, event)
+    before = [_absent_before(read, snap, n) for n in ids]
+    known = [n for n in ids if n in snap.nodes]
+    problems = _undroppable(snap, ids)
+    if problems:
+        raise SlonyError("cannot drop node(s) %s: %s" % (
+            ", ".join(map(str, known)), "; ".join(problems)))
+    for node in known:
+        if read.states.get(node, ("absent",))[0] == NODE_INITIALIZED:
             plan.add(wait(node, "wait until node %d has confirmed the last configuration "
                                 "event of node %d" % (event, node), confirmers=[event],
                           required=True, wait_on=event))
-        plan.add(call(ns, event, "dropNode", ([node],),
-                      "drop node %d from the cluster through node %d" % (node, event),
-                      slonik="drop node (id = %d, event node = %d);" % (node, event)))
+    if known:
+        listed = ",".join(map(str, known))
+        plan.add(call(ns, event, "dropNode", (known,),
+                      "drop node(s) %s from the cluster through node %d" % (listed, event),
+                      slonik="drop node (id = %s, event node = %d);" % (
+                          known[0] if len(known) == 1 else "'%s'" % listed, event)))
         survivors = sorted(n for n, e in snap.nodes.items()
-                           if e.active and n not in (node, event))
+                           if e.active and n not in ids and n != event)
         if survivors:
-            plan.add(wait(event, "wait until the remaining nodes have dropped node %d" % node,
-                          confirmers=survivors))
-        if own is not None and own[0] != "unreachable":
-            plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d if its slon has "
-                                               "not already done so" % node))
-        return Planned(plan, before, after)
+            plan.add(wait(event, "wait until the remaining nodes have dropped node(s) %s"
+                          % listed, confirmers=survivors))
+    for node in ids:
+        state = read.states.get(node, ("absent",))[0]
+        if node in known and state != "unreachable":
+            plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d if its slon "
+                                               "has not already done so" % node))
+        elif node not in known and state in (NODE_INITIALIZED, NODE_UNINITIALIZED):
+            plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
+    return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids])
 
-    if own is not None and own[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED):
-        plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
-    return Planned(plan, before, after)
+
+def _absent_before(read, snap, node):
+    """``node`` as the event node sees it; a database that still holds the cluster's
+    schema although the cluster does not know it is shown as an orphan schema."""
+    view = node_view(snap, node)
+    if view["state"] == "absent" and read.states.get(node, ("absent",))[0] in (
+            NODE_INITIALIZED, NODE_UNINITIALIZED):
+        view = {"id": node, "state": "present", "comment": None, "active": False,
+                "failed": False, "orphan_schema": True}
+    return view
 
 
-def _check_droppable(snap, node):
-    """Refuse to drop the origin or a data provider of a set."""
-    origin_of = sorted(s.id for s in snap.sets.values() if s.origin == node)
-    if origin_of:
-        raise SlonyError("node %d is the origin of set(s) %s; move them away first "
-                         "(dany.slony.slony_switchover or slony_failover)"
-                         % (node, ", ".join(map(str, origin_of))), node=node)
-    feeding = sorted((s.set, s.receiver) for s in snap.subscriptions.values()
-                     if s.provider == node and s.receiver != node)
-    if feeding:
-        raise SlonyError("node %d is still the data provider of %s; subscribe those "
-                         "receivers from another provider first" % (node, ", ".join(
-                             "node %d for set %d" % (r, s) for s, r in feeding)), node=node)
+def _undroppable(snap, ids):
+    """Why the nodes ``ids`` cannot leave together: the sets they are the origin of,
+    and the nodes that stay which they feed (one message per node)."""
+    problems = []
+    for node in ids:
+        origin_of = sorted(s.id for s in snap.sets.values() if s.origin == node)
+        if origin_of:
+            problems.append("node %d is the origin of set(s) %s; move them away first "
+                            "(dany.slony.slony_switchover or slony_failover)"
+                            % (node, ", ".join(map(str, origin_of))))
+        feeding = sorted((s.set, s.receiver) for s in snap.subscriptions.values()
+                         if s.provider == node and s.receiver not in ids)
+        if feeding:
+            problems.append("node %d is still the data provider of %s; subscribe those "
+                            "receivers from another provider first" % (node, ", ".join(
+                                "node %d for set %d" % (r, s) for s, r in feeding)))
+    return problems
 
 
 # SQLSTATEs of the race with the node's own slon uninstalling it: deadlock, lock
@@ -508,6 +592,7 @@ def _uninstall_once(cluster, node):
     return []
 
 
-__all__ = ["plan_node_present", "plan_nodes_present", "plan_node_absent", "read_nodes",
+__all__ = ["plan_node_present", "plan_nodes_present", "plan_node_absent", "plan_nodes_absent",
+           "read_nodes", "decide_nodes_absent",
            "decide_node_present", "decide_nodes_present", "decide_node_absent",
            "submit_event"]

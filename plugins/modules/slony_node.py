@@ -25,6 +25,12 @@ description:
   - With I(nodes), several nodes in one task, in id order. On a new cluster the lowest
     id is initialised and the others are stored through it. Check mode shows that
     order too. The new nodes load the Slony schema at the same time.
+  - With I(nodes) and I(state=absent), the nodes leave together in one C(DROP NODE) event
+    (slonik's C(drop node (id = '2,3', ...))) through a node that stays, then Slony is
+    uninstalled from each reachable one. A listed node may feed other listed nodes; one that
+    is the origin of a set, or that feeds a node which stays, is refused before anything
+    changes, with every such problem named. Nodes already gone are skipped; when every node
+    of the cluster is listed, each is uninstalled.
 extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   diff_mode:
@@ -39,7 +45,7 @@ options:
   nodes:
     description:
       - Several nodes at once, instead of I(id) (and of I(comment) - each entry has its own).
-        Only with I(state=present).
+      - With I(state=absent) only the C(id) of each entry is used.
     type: list
     elements: dict
     suboptions:
@@ -65,8 +71,8 @@ options:
   event_node:
     description:
       - Existing node through which the cluster is told about the change.
-      - Defaults to the lowest-numbered node in I(admin_conninfo), other than I(id), that
-        is already a node of the cluster.
+      - Defaults to the lowest-numbered node in I(admin_conninfo), other than I(id) (or the
+        I(nodes) being removed), that is already a node of the cluster.
     type: int
 notes:
   - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
@@ -114,6 +120,15 @@ EXAMPLES = r'''
     admin_conninfo: "{{ slony_admin_conninfo }}"
     id: 3
     state: absent
+
+- name: Remove nodes 4 and 5 together (node 4 feeds only node 5)
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    nodes:
+      - id: 4
+      - id: 5
+    state: absent
 '''
 
 RETURN = r'''
@@ -150,9 +165,8 @@ events:
   sample: [{"origin": 1, "seqno": 5000000004, "type": "STORE_NODE"}, {"origin": 1, "seqno": 5000000005, "type": "ENABLE_NODE"}]
 '''
 
-from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.nodes import (
-    plan_node_absent, plan_node_present, plan_nodes_present)
+    plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present)
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 
 
@@ -172,9 +186,9 @@ def main():
 
     def planner(cluster):
         if params["nodes"] is not None:
-            if params["state"] != "present":
-                raise SlonyError("nodes: only with state=present; remove nodes one at a "
-                                 "time (id, state=absent)")
+            if params["state"] == "absent":
+                return plan_nodes_absent(cluster, [e["id"] for e in params["nodes"]],
+                                         params["event_node"])
             return plan_nodes_present(cluster, params["nodes"], params["event_node"])
         if params["state"] == "present":
             return plan_node_present(cluster, params["id"], params["comment"],

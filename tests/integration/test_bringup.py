@@ -198,3 +198,33 @@ def test_cascade_unsubscribe_and_drop_node(fresh_db, slons):
         assert db.query(node, 'select no_id from "_lab".sl_node order by 1') == [(1,), (3,)]
         assert db.query(node, 'select count(*) from "_lab".sl_path where 2 in (pa_server, pa_client)') == [(0,)]
     assert db.scalar(2, "select count(*) from pg_namespace where nspname = '_lab'") == 0
+
+
+def test_a_forwarder_and_its_receiver_leave_in_one_drop_node(fresh_db, slons):
+    """slony_node nodes + state=absent: node 2 feeds node 3; alone it is refused, with
+    node 3 both go in one DROP NODE event and are uninstalled; node 1 carries on."""
+    db = fresh_db
+    bring_up(db, slons, subscribers=(2, 3), providers={3: 2})
+    before = settled_dump(db, CLUSTER)
+    refused = run_module("slony_node", common(db, nodes=[{"id": 2}], state="absent"),
+                         expect_failure=True)
+    assert "node 2 is still the data provider of node 3 for set 1" in refused.msg
+    refused = run_module("slony_node", common(db, nodes=[{"id": 1}, {"id": 2}], state="absent"),
+                         expect_failure=True)
+    assert "node 1 is the origin of set(s) 1" in refused.msg
+    # Every problem at once; node 1 feeding node 2 is none (node 2 goes too).
+    assert "node 2 is still the data provider of node 3 for set 1" in refused.msg
+    assert "node 1 is still the data provider" not in refused.msg
+    assert dump(db, CLUSTER) == before
+
+    gone = converge(db, "slony_node", {"nodes": [{"id": 3}, {"id": 2}], "state": "absent"})
+    assert [e["type"] for e in gone.result["events"]] == ["DROP_NODE"]
+    assert "drop node (id = '3,2', event node = 1);" in gone.result["slonik"]
+    assert [v["state"] for v in gone.result["before"]] == ["present", "present"]
+    assert db.query(1, 'select no_id from "_lab".sl_node order by 1') == [(1,)]
+    assert db.query(1, 'select count(*) from "_lab".sl_subscribe') == [(0,)]
+    for node in (2, 3):
+        assert db.scalar(node, "select count(*) from pg_namespace where nspname = '_lab'") == 0
+        assert db.scalar(node, "select count(*) from pg_trigger where tgname like '_lab_%'") == 0
+    db.query(1, "insert into public.products (sku, name, price) values ('D-1', 'alone', 1)")
+    assert db.scalar(1, "select count(*) from public.products where sku = 'D-1'") == 1

@@ -217,3 +217,91 @@ def test_uninstall_fails_at_once_on_other_errors():
         uninstall(UninstallCluster(error=DeniedError), 300, clock)
     assert clock.sleeps == []
     assert str(info.value) == "node 2: UNINSTALL NODE failed: could not obtain lock"
+
+
+# -- several nodes absent ---------------------------------------------------------
+
+def _cascade_read(states=None, subscriptions=None):
+    """Nodes 1..5, set 1 on node 1: 1 -> 2, 1 -> 3, 3 -> 4, 4 -> 5 (nodes 1 and 2 read)."""
+    from ansible_collections.dany.slony.plugins.module_utils.catalog import Set, Subscription
+    states = states or dict((n, (NODE_INITIALIZED, n)) for n in range(1, 6))
+    subs = subscriptions or [(2, 1), (3, 1), (4, 3), (5, 4)]
+    snap = Snapshot(1, 1, nodes=[Node(n, True, "Node %d" % n, False) for n in range(1, 6)],
+                    sets=[Set(1, 1, None, "app")],
+                    subscriptions=[Subscription(1, p, r, True, True) for r, p in subs])
+    return nodes_mod.NodesRead(nodes_mod.Names("shop", "_shop", sql.Identifier("_shop")),
+                               states, {1: snap, 2: snap}, None)
+
+
+def test_a_chain_of_nodes_leaves_in_one_drop_node_event():
+    decided = nodes_mod.decide_nodes_absent(_cascade_read(), [5, 4])
+    kinds = [(s.kind, s.node, s.function, s.args) for s in decided.plan.steps]
+    assert kinds == [
+        ("wait", 5, None, ()), ("wait", 4, None, ()),
+        (EVENT, 1, "dropNode", ([5, 4],)),
+        ("wait", 1, None, ()),
+        (CALLBACK, 5, "uninstallNode", (5,)), (CALLBACK, 4, "uninstallNode", (4,)),
+    ]
+    # The survivors that must see the drop: 2 and 3 (1 is the event node).
+    assert decided.plan.steps[3].confirmers == [2, 3]
+    assert decided.plan.steps[2].slonik == "drop node (id = '5,4', event node = 1);"
+    assert [v["state"] for v in decided.before] == ["present", "present"]
+    assert decided.after == [{"id": 5, "state": "absent"}, {"id": 4, "state": "absent"}]
+
+
+def test_every_problem_is_named_and_nothing_planned():
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.decide_nodes_absent(_cascade_read(), [1, 3])
+    message = str(info.value)
+    assert "node 1 is the origin of set(s) 1" in message
+    # Node 3 feeds node 4, which stays; node 1 feeds 2 (node 3 is dropped with it).
+    assert "node 3 is still the data provider of node 4 for set 1" in message
+    assert "node 1 is still the data provider of node 2 for set 1" in message
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.decide_nodes_absent(_cascade_read(), [3])
+    assert "node 3 is still the data provider of node 4 for set 1" in str(info.value)
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.decide_nodes_absent(_cascade_read(), [4, 5], event_node=4)
+    assert "event_node must differ from the node(s) being dropped (4 is dropped)" in str(info.value)
+    with pytest.raises(SlonyError) as info:
+        nodes_mod.decide_nodes_absent(_cascade_read(), [4, 4])
+    assert "nodes[1]: node 4 is listed twice" in str(info.value)
+
+
+def test_nodes_already_gone_are_skipped_and_unreachable_ones_not_uninstalled():
+    from ansible_collections.dany.slony.plugins.module_utils.catalog import Set
+    states = {1: (NODE_INITIALIZED, 1), 2: (NODE_INITIALIZED, 2), 3: (NODE_NO_SCHEMA, None),
+              4: ("unreachable", "cannot connect")}
+    snap = Snapshot(1, 1, nodes=[Node(n, True, "Node %d" % n, False) for n in (1, 2, 4)],
+                    sets=[Set(1, 1, None, "app")])
+    read = nodes_mod.NodesRead(nodes_mod.Names("shop", "_shop", sql.Identifier("_shop")),
+                               states, {1: snap}, None)
+    decided = nodes_mod.decide_nodes_absent(read, [3, 4])
+    assert [(s.kind, s.node, s.function, s.args) for s in decided.plan.steps] == [
+        (EVENT, 1, "dropNode", ([4],)), ("wait", 1, None, ())]
+    assert decided.plan.steps[0].slonik == "drop node (id = 4, event node = 1);"
+    assert [v["state"] for v in decided.before] == ["absent", "present"]
+    # Once node 4 is gone too, nothing is left to do.
+    snap.nodes.pop(4)
+    assert nodes_mod.decide_nodes_absent(read, [3, 4]).plan.steps == []
+
+
+def test_when_every_node_goes_each_is_uninstalled():
+    states = {1: (NODE_INITIALIZED, 1), 2: (NODE_INITIALIZED, 2)}
+    snap = Snapshot(1, 1, nodes=[Node(n, True, "Node %d" % n, False) for n in (1, 2)])
+    read = nodes_mod.NodesRead(nodes_mod.Names("shop", "_shop", sql.Identifier("_shop")),
+                               states, {1: snap}, None)
+    decided = nodes_mod.decide_nodes_absent(read, [2, 1])
+    assert [(s.kind, s.node, s.function) for s in decided.plan.steps] == [
+        (CALLBACK, 2, "uninstallNode"), (CALLBACK, 1, "uninstallNode")]
+
+
+def test_plan_nodes_absent_reads_one_node_that_stays(fake, monkeypatch):
+    cluster = fake({n: (NODE_INITIALIZED, n) for n in (1, 2, 3)}, known=(1, 2, 3))
+    reads = []
+    real = nodes_mod.read_snapshot
+    monkeypatch.setattr(nodes_mod, "read_snapshot",
+                        lambda c, node: reads.append(node) or real(c, node))
+    decided = nodes_mod.plan_nodes_absent(cluster, [1, 2])
+    assert reads == [3]
+    assert [(s.kind, s.node, s.function) for s in decided.plan.steps][2] == (EVENT, 3, "dropNode")
