@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_MAJOR="${PG_MAJOR:-15}"
-packages=("postgresql-${PG_MAJOR}" "postgresql-${PG_MAJOR}-slony1-2" slony1-2-bin acl python3-venv shellcheck git)
+packages=("postgresql-${PG_MAJOR}" "postgresql-${PG_MAJOR}-slony1-2" slony1-2-bin pgbouncer acl python3-venv shellcheck git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
