@@ -17,6 +17,9 @@
 # below, which lists the few targets the pages use. A new "undefined label" warning from
 # Sphinx means a new one: add it to that list.
 #
+# DOCS_COLLECTIONS_PATH=<dir> documents the dany.slony found in <dir>/ansible_collections/dany/slony
+# instead (a copy of another checkout, or an installed collection).
+#
 # Open .build/docs/html/index.html in a browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,14 +28,16 @@ root="$PWD"
 venv="$(./scripts/toolenv.sh docs python3 antsibull-docs==2.28.0 ansible-core==2.19.14 \
   sphinx==9.0.4 sphinx-ansible-theme==0.10.4 ansible-pygments==0.1.2)"
 
-collection="$root/.build/collections/ansible_collections/dany/slony"
+collections="${DOCS_COLLECTIONS_PATH:-$root/.build/collections}"
+collections="$(cd "$collections" 2>/dev/null && pwd || echo "$collections")"
+collection="$collections/ansible_collections/dany/slony"
 if [ ! -e "$collection/galaxy.yml" ]; then
   echo "docs: $collection is missing: run ./scripts/bootstrap.sh" >&2
   exit 1
 fi
 
 export PATH="$venv/bin:$PATH"
-export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
+export ANSIBLE_COLLECTIONS_PATH="$collections"
 export ANSIBLE_CONFIG="$root/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$root/.build/docs/ansible-tmp"
 
