@@ -574,3 +574,32 @@ def test_usage_errors_exit_unknown_not_critical(argv, capsys):
         monitoring.main(argv)
     assert stop.value.code == UNKNOWN  # argparse's own 2 would read as CRITICAL
     assert "SLONY UNKNOWN - " in capsys.readouterr().err
+
+
+def test_main_reads_a_config_file(monkeypatch, capsys, tmp_path):
+    from ansible_collections.dany.slony.plugins.module_utils import api
+    asked = []
+
+    def info(cluster, sections=None):
+        asked.append((cluster.name, cluster.node_ids, cluster.connect_timeout, sections))
+        facts = healthy_facts()
+        facts["cluster_name"] = cluster.name
+        return facts
+
+    monkeypatch.setattr(api.Cluster, "info", info)
+    config = tmp_path / "shop.json"
+    config.write_text('{"cluster_name": "shop", "nodes": {"1": "host=db1 password=%s", "2": "host=db2"}}'
+                      % PASSWORD)
+    assert monitoring.main(["--config", str(config), "--connect-timeout", "3"]) == OK
+    assert capsys.readouterr().out.startswith("SLONY OK - cluster shop: ")
+    assert asked == [("shop", [1, 2], 3, ["nodes", "sets", "subscriptions", "lag", "slons", "drift"])]
+    assert monitoring.main(["--config", str(config), "--cluster-name", "other"]) == UNKNOWN
+    assert "differs from the cluster of" in capsys.readouterr().out
+    assert monitoring.main(["--config", str(config), "--conninfo", "1=host=db1"]) == UNKNOWN
+    assert "either --config or --conninfo" in capsys.readouterr().out
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  vars:\n    slony_cluster_name: shop\n  children:\n    slony_nodes:\n"
+                         "      hosts:\n        db1: {slony_node_id: 1}\n        db2: {slony_node_id: 2}\n")
+    assert monitoring.main(["--config", str(inventory)]) == OK
+    assert asked[-1][:2] == ("shop", [1, 2])
+    assert PASSWORD not in capsys.readouterr().out
