@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Replication sets: CREATE SET and DROP SET, planned from the origin's catalog."""
+"""Replication sets: CREATE SET, DROP SET, LOCK SET and UNLOCK SET, planned from the
+origin's catalog."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -15,7 +16,7 @@ from .pg import sql
 from .catalog import read_snapshot
 from .errors import SlonyError
 from .events import Event, wait_for_event
-from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
+from .plan import CALLBACK, EXEC, WAIT, Plan, Planned, Step, call, function_call, wait
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
 
@@ -90,8 +91,12 @@ def read_set(cluster, set_id, origin, comment=None, state="present"):
     return SetFacts(current, nodes, comment_nodes)
 
 
-def decide_set(ns, set_id, origin, facts, comment=None, state="present"):
-    """The plan for set ``set_id`` from :class:`SetFacts`. Pure."""
+def decide_set(ns, set_id, origin, facts, comment=None, state="present", locked=None):
+    """The plan for set ``set_id`` from :class:`SetFacts`. Pure.
+
+    ``locked``: True locks the set (LOCK SET, then the wait for the transactions that
+    were running when the lock triggers were created), False unlocks it (UNLOCK SET),
+    None leaves it as it is. Only an existing set is locked or unlocked."""
     current = facts.current
     before = set_view(current) or {"id": set_id, "state": "absent"}
     plan = Plan()
@@ -109,6 +114,9 @@ def decide_set(ns, set_id, origin, facts, comment=None, state="present"):
         return Planned(plan, before, after)
 
     if current is None:
+        if locked:
+            raise SlonyError("set %d does not exist yet: create it (and add its tables) "
+                             "before locking it" % set_id, node=origin)
         comment = DEFAULT_COMMENT if comment is None else comment
         plan.extend(drop_sets_seen(facts.nodes, origin))
         plan.add(call(ns, origin, "storeSet", (set_id, comment),
@@ -128,11 +136,55 @@ def decide_set(ns, set_id, origin, facts, comment=None, state="present"):
             plan.add(call(ns, node, "storeSet_int", (set_id, origin, comment),
                           "set the comment of set %d on node %d" % (set_id, node),
                           kind=EXEC))
+    if locked is not None and locked != after["locked"]:
+        after["locked"] = locked
+        plan.add(lock_step(ns, set_id, origin) if locked else call(
+            ns, origin, "unlockSet", (set_id,), "unlock set %d on node %d (writes to its "
+            "tables accepted again)" % (set_id, origin),
+            slonik="unlock set (id = %d, origin = %d);" % (set_id, origin)))
     return Planned(plan, before, after)
 
 
-def plan_set(cluster, set_id, origin, comment=None, state="present"):
+def lock_step(ns, set_id, origin):
+    """LOCK SET as slonik runs it: ``lockSet`` in its own transaction, then a wait until
+    every transaction that was running when the lock triggers were created has ended
+    (bounded by ``wait_timeout``; on timeout the set is unlocked again and the error
+    names the backends still running)."""
+    return Step(CALLBACK, origin, "lock set %d on node %d (writes to its tables are refused), "
+                "then wait until the transactions older than the lock have ended"
+                % (set_id, origin),
+                slonik="lock set (id = %d, origin = %d);" % (set_id, origin),
+                query=function_call(ns, "lockSet", (set_id,)), params=(set_id,),
+                function="lockSet", args=(set_id,), run=_lock_set)
+
+
+def _lock_set(cluster, step, ctx):
+    # setmove imports the event machinery, which imports this module's neighbours.
+    from .setmove import lock_set, unlock_set, wait_older_transactions
+    set_id, origin = step.args[0], step.node
+    xmax = lock_set(cluster, origin, set_id, timeout=ctx.timeout)
+    goal = ("the transactions that were running when set %d was locked on node %d to end"
+            % (set_id, origin))
+    note = ("long transactions in any database of node %d's PostgreSQL instance delay "
+            "LOCK SET" % origin)
+    try:
+        wait_older_transactions(cluster, origin, xmax, ctx.timeout, goal, clock=ctx.clock,
+                                note=note)
+    except SlonyError as exc:
+        try:
+            unlock_set(cluster, origin, set_id)
+        except SlonyError as unlock_error:
+            raise SlonyError("%s; could not unlock set %d again (%s): unlock it by hand with "
+                             "slonik 'unlock set (id = %d, origin = %d);'" % (
+                                 exc.message, set_id, unlock_error.message, set_id, origin),
+                             node=origin, queries=cluster.queries)
+        raise SlonyError("%s; set %d unlocked again on node %d (writes accepted again)"
+                         % (exc.message, set_id, origin), node=origin, queries=cluster.queries)
+    return []
+
+
+def plan_set(cluster, set_id, origin, comment=None, state="present", locked=None):
     """Plan for set ``set_id`` with ``origin``: read (:func:`read_set`), then decide
     (:func:`decide_set`). Returns :class:`plan.Planned`."""
     facts = read_set(cluster, set_id, origin, comment, state)
-    return decide_set(cluster.ns, set_id, origin, facts, comment, state)
+    return decide_set(cluster.ns, set_id, origin, facts, comment, state, locked)

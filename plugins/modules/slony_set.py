@@ -9,10 +9,10 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: slony_set
-short_description: Create or drop a Slony-I replication set
+short_description: Create, drop, lock or unlock a Slony-I replication set
 version_added: 0.1.0
 description:
-  - Manages a replication set (slonik C(CREATE SET), C(DROP SET)).
+  - Manages a replication set (slonik C(CREATE SET), C(DROP SET), C(LOCK SET), C(UNLOCK SET)).
   - An existing set whose origin differs from I(origin) is an error that points to
     M(dany.slony.slony_switchover); the module never moves a set silently.
   - A changed I(comment) converges on every node in I(admin_conninfo) that knows the set
@@ -38,6 +38,16 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  locked:
+    description:
+      - C(true) locks the set on its origin for a maintenance window (slonik C(LOCK SET)) - the
+        tables of the set refuse every write on the origin - and returns once every transaction
+        that was running when the lock was taken has ended, as slonik waits. That wait is bounded
+        by I(wait_timeout); on timeout the set is unlocked again and the error names the
+        backends still running.
+      - C(false) unlocks it (C(UNLOCK SET)); not given, the lock is left as it is.
+      - Only for an existing set and I(state=present).
+    type: bool
 seealso:
   - module: dany.slony.slony_table
   - module: dany.slony.slony_subscription
@@ -53,6 +63,23 @@ EXAMPLES = r'''
     id: 1
     origin: 1
     comment: Orders and customers
+
+- name: Lock set 1 for a maintenance window (writes to its tables are refused)
+  dany.slony.slony_set:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 1
+    origin: 1
+    locked: true
+    wait_timeout: 60
+
+- name: Unlock it again
+  dany.slony.slony_set:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 1
+    origin: 1
+    locked: false
 
 - name: Drop set 2
   dany.slony.slony_set:
@@ -70,10 +97,12 @@ before:
   type: dict
   sample: {"id": 1, "state": "absent"}
 after:
-  description: The set after the run (in check mode, as it would be).
+  description: The set after the run (in check mode, as it would be); C(locked) is true while
+    the set is locked (LOCK SET) on its origin.
   returned: always
   type: dict
   sample: {"id": 1, "origin": 1, "comment": "Orders and customers", "locked": false}
+
 queries:
   description: The statements that changed something (in check mode, that would), with their node.
   returned: always
@@ -103,10 +132,13 @@ def main():
         origin=dict(type="int", required=True),
         comment=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
+        locked=dict(type="bool"),
     ))
     params = slony.params
+    if params["locked"] is not None and params["state"] == "absent":
+        slony.fail("locked: only with state=present (a set that is dropped has no lock)")
     slony.run(lambda cluster: plan_set(cluster, params["id"], params["origin"],
-                                       params["comment"], params["state"]))
+                                       params["comment"], params["state"], params["locked"]))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,32 @@ def test_three_node_bring_up_replicates_writes(fresh_db, slons):
         db.query(2, "insert into public.customers (name) values ('local')")
     assert "Slony-I" in str(err.value)
 
+    # LOCK SET for a maintenance window: the origin refuses writes until UNLOCK SET.
+    converge(db, "slony_set", {"id": 1, "origin": 1, "locked": True})
+    assert db.scalar(1, 'select set_locked is not null from "_lab".sl_set') is True
+    with pytest.raises(Exception) as err:
+        db.query(1, "insert into public.customers (name) values ('while locked')")
+    assert "is currently locked against updates" in str(err.value)
+    converge(db, "slony_set", {"id": 1, "origin": 1, "locked": False})
+    db.query(1, "insert into public.customers (name) values ('after the unlock')")
+    # A transaction open since before the lock outlives wait_timeout: the lock is
+    # refused, naming the backend, and the set is left unlocked.
+    blocker = db.connect(1, autocommit=False)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("select pg_catalog.txid_current(), pg_catalog.pg_backend_pid()")
+            pid = cur.fetchone()[1]
+        out = run_module("slony_set", common(db, id=1, origin=1, locked=True, wait_timeout=3),
+                         expect_failure=True)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert "timed out after 3s waiting for the transactions that were running when set 1 " \
+           "was locked on node 1 to end" in out.msg
+    assert "pid %d" % pid in out.msg and "set 1 unlocked again on node 1" in out.msg
+    assert db.scalar(1, 'select set_locked is null from "_lab".sl_set') is True
+    assert db.scalar(1, "select count(*) from pg_trigger where tgname = '_lab_lockedset'") == 0
+
     # Returned values: events, slonik text, diff, no password anywhere.
     sub = results["sub2"].result
     assert [e["type"] for e in sub["events"]] == ["SUBSCRIBE_SET", "ENABLE_SUBSCRIPTION"]

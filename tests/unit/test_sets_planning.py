@@ -178,3 +178,55 @@ def test_drop_sets_seen_with_a_zero_timeout_checks_once_and_never_sleeps():
                                          r"node 1 \(confirmed up to nothing; slon running\)$"):
         step.run(cluster, step, RunContext(timeout=0, clock=clock))
     assert clock.sleeps == []
+
+
+# -- LOCK SET / UNLOCK SET -------------------------------------------------------------------
+
+def test_locking_and_unlocking_converge_on_the_set_locked_state():
+    unlocked = sets.SetFacts(Set(5, 1, None, "c"), [], [])
+    locked = sets.SetFacts(Set(5, 1, 4711, "c"), [], [])
+    plan, before, after, extra = sets.decide_set(NS, 5, 1, unlocked, locked=True)
+    assert [(s.kind, s.node, s.function, s.args) for s in plan.steps] == [
+        ("callback", 1, "lockSet", (5,))]
+    assert plan.slonik() == ["lock set (id = 5, origin = 1);"]
+    assert before["locked"] is False and after["locked"] is True
+    assert not sets.decide_set(NS, 5, 1, locked, locked=True).plan
+    plan, before, after, extra = sets.decide_set(NS, 5, 1, locked, locked=False)
+    assert calls(plan) == [(EVENT, 1, "unlockSet", (5,))]
+    assert plan.slonik() == ["unlock set (id = 5, origin = 1);"]
+    assert (before["locked"], after["locked"]) == (True, False)
+    assert not sets.decide_set(NS, 5, 1, unlocked, locked=False).plan
+    assert not sets.decide_set(NS, 5, 1, locked).plan  # not given: left alone
+    with pytest.raises(SlonyError, match="set 5 does not exist yet"):
+        sets.decide_set(NS, 5, 1, sets.SetFacts(None, [1], []), locked=True)
+
+
+class _LockCluster:
+    """What the LOCK SET runner touches: the setmove functions are replaced."""
+    queries = []
+
+
+def test_the_lock_runner_unlocks_again_when_old_transactions_outlive_wait_timeout(monkeypatch):
+    from ansible_collections.dany.slony.plugins.module_utils import setmove
+    done = []
+    monkeypatch.setattr(setmove, "lock_set", lambda c, o, s, timeout=None: done.append(
+        ("lock", o, s, timeout)) or 4711)
+
+    def never(cluster, node, xmax, timeout, goal, clock=None, note=None):
+        clock.sleep(timeout)
+        raise SlonyError("timed out after %ds waiting for %s; behind: node %d (pid 42)"
+                         % (timeout, goal, node))
+
+    monkeypatch.setattr(setmove, "wait_older_transactions", never)
+    monkeypatch.setattr(setmove, "unlock_set", lambda c, o, s: done.append(("unlock", o, s)))
+    step = sets.decide_set(NS, 5, 1, sets.SetFacts(Set(5, 1, None, "c"), [], []),
+                           locked=True).plan.steps[0]
+    clock = FakeClock()
+    with pytest.raises(SlonyError) as err:
+        step.run(_LockCluster(), step, RunContext(timeout=7, clock=clock))
+    assert clock.waited == 7
+    assert done == [("lock", 1, 5, 7), ("unlock", 1, 5)]
+    assert str(err.value) == (
+        "timed out after 7s waiting for the transactions that were running when set 5 was "
+        "locked on node 1 to end; behind: node 1 (pid 42); set 5 unlocked again on node 1 "
+        "(writes accepted again)")
