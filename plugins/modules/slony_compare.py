@@ -155,8 +155,8 @@ differences:
     - C(kind) is C(table) or C(sequence); C(node) the receiver that differs from C(origin).
     - "For a table: C(first_difference) is the first key range that differs, C(from_key)
       (exclusive; null - from the first key) to C(to_key) (inclusive; null - to the last
-      key), each a list of the key columns' values as text, in the order of RV(tables[].key);
-      C(origin_rows) and C(node_rows) the rows of that range on each side. When the table
+      key), each a list of the key columns' values as text, in the order of the C(key)
+      columns of RV(tables); C(origin_rows) and C(node_rows) the rows of that range on each side. When the table
       cannot be compared at all on the node (missing, or missing columns), C(first_difference)
       is null and C(reason) says why."
     - For a sequence, C(origin_value) and C(node_value).
