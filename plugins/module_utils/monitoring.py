@@ -306,8 +306,8 @@ def measures(facts):
             out["lag_events"] = (worst["lag_events"], worst)
         # An origin whose slon is stopped creates no events: its lag in seconds grows while
         # its receivers have everything (the stopped slon is reported on its own).
-        rows = [r for r in facts["lag"] if r.get("lag_seconds") is not None
-                and r.get("origin_slon_running") is not False]
+        rows = [r for r in facts["lag"] if r.get("lag_seconds") is not None]
+        rows = [r for r in rows if r.get("origin_slon_running") is not False]
         if rows:
             worst = max(rows, key=lambda r: r["lag_seconds"])
             out["lag_seconds"] = (float(worst["lag_seconds"]), worst)
@@ -336,8 +336,7 @@ def _describe(name, value, detail):
     if name == "lag_events":
         return "node %d is %d events behind node %d" % (detail["receiver"], value, detail["origin"])
     if name == "lag_seconds":
-        return "node %d confirmed node %d's events %.1f s late" % (
-            detail["receiver"], detail["origin"], value)
+        return "node %d is %.1f s behind node %d" % (detail["receiver"], value, detail["origin"])
     if name == "slons_stopped":
         return "slon of %s stopped" % _nodes("node", detail)
     if name == "nodes_unreachable":
@@ -387,9 +386,8 @@ def nagios_check(facts, thresholds=None, pair_perfdata=True):
         # Counts of nodes have a maximum: the nodes of admin_conninfo (one slon entry each).
         counts_nodes = name in ("slons_stopped", "nodes_unreachable")
         top = str(len(facts["slons"])) if counts_nodes and "slons" in facts else ""
-        perf.append("%s=%s%s;%s;%s;0;%s" % (_perf_label(name), _fmt(value), unit,
-                                             warning.text if warning else "",
-                                             critical.text if critical else "", top))
+        limits = (warning.text if warning else "", critical.text if critical else "")
+        perf.append("%s=%s%s;%s;%s;0;%s" % ((_perf_label(name), _fmt(value), unit) + limits + (top,)))
     for row in (facts.get("lag") or []) if pair_perfdata else []:
         pair = "%d_%d" % (row["origin"], row["receiver"])
         if row.get("lag_events") is not None:
@@ -398,7 +396,8 @@ def nagios_check(facts, thresholds=None, pair_perfdata=True):
             perf.append("lag_seconds_%s=%ss;;;0;" % (pair, _fmt(float(row["lag_seconds"]))))
     if problems:
         problems.sort(key=lambda p: -p[0])
-        summary = "; ".join(text for _level, text in problems)
+        # "|" starts the performance data, and the output is one line.
+        summary = re.sub(r"[|\r\n]+", " ", "; ".join(text for _level, text in problems))
     else:
         slons = facts.get("slons") or []
         parts = ["%d nodes read" % len([s for s in slons if s.get("running") is not None])] if slons else []
@@ -415,13 +414,15 @@ def nagios_check(facts, thresholds=None, pair_perfdata=True):
 
 # -- the check script -------------------------------------------------------------------
 
+class UsageError(Exception):
+    """A bad command line (main reports it as UNKNOWN)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors exit UNKNOWN (3), not argparse's 2 (which Nagios reads as CRITICAL)."""
 
     def error(self, message):
-        self.print_usage(sys.stderr)
-        sys.stderr.write("SLONY UNKNOWN - %s\n" % message)
-        sys.exit(UNKNOWN)
+        raise UsageError(message)
 
 
 def _node_conninfo(text):
@@ -506,7 +507,13 @@ def _safe_message(exc):
 
 def main(argv=None):
     """The check script; returns the exit status (Nagios codes for ``--format nagios``)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("SLONY UNKNOWN - %s\n" % exc)
+        return UNKNOWN
     thresholds = dict((key, getattr(args, key)) for key in DEFAULT_THRESHOLDS)
     try:
         for key, value in thresholds.items():
@@ -535,4 +542,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

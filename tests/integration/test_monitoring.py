@@ -18,7 +18,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_api_package import run, wheel_file  # noqa: F401 - the wheel of this tree (a fixture)
+import test_api_package
+from test_api_package import run
 
 from ansible_collections.dany.slony.plugins.module_utils.api import Cluster
 
@@ -39,8 +40,12 @@ def run_status(db, check=False, **extra_vars):
     return proc
 
 
+# The wheel of this tree, built once per module (test_api_package's fixture).
+wheel_file = test_api_package.wheel_file
+
+
 @pytest.fixture(scope="module")
-def check_slony_script(wheel_file, tmp_path_factory):  # noqa: F811
+def check_slony_script(wheel_file, tmp_path_factory):
     """bin/check_slony of a fresh virtualenv holding the wheel (and psycopg2 alone, from
     this interpreter, as test_api_package does)."""
     venv = tmp_path_factory.mktemp("check-venv") / "venv"
@@ -99,8 +104,8 @@ def poll(fetch, predicate, timeout=30, what="condition"):
         time.sleep(0.3)
 
 
-def test_status_writes_metrics_and_the_check_sees_a_stopped_slon(make_fresh_db, make_slons, tmp_path,
-                                                                  check_slony_script):
+def test_status_writes_metrics_and_the_check_sees_a_stopped_slon(
+        make_fresh_db, make_slons, tmp_path, check_slony_script):
     db = make_fresh_db()
     password = db.lab.password
     cluster = Cluster(db.cluster_name, db.admin_conninfo, wait_timeout=90)

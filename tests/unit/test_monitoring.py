@@ -366,7 +366,7 @@ def test_lag_in_seconds_leaves_out_origins_whose_slon_is_stopped():
     facts = healthy_facts()
     facts["lag"][2]["lag_seconds"] = 400.0  # 2 -> 1
     assert nagios_check(facts)[0] == CRITICAL
-    assert "node 1 confirmed node 2's events 400.0 s late" in nagios_check(facts)[1]
+    assert "node 1 is 400.0 s behind node 2" in nagios_check(facts)[1]
     # Node 2's slon stopped: it creates no events, so the age of its last one says nothing
     # about replication (the stopped slon is what is reported).
     facts["lag"][2]["origin_slon_running"] = False
@@ -404,6 +404,10 @@ def test_drift_warns_unless_it_may_settle():
     assert nagios_check(facts, {"drift_critical": "0"})[0] == CRITICAL
     facts["drift"] = [dict(entry, id=str(i)) for i in range(5)]
     assert nagios_check(facts)[2][0].endswith("(and 2 more)")
+    # Whatever a message holds, the line stays one line with one "|".
+    facts["drift"] = [dict(entry, message="set 1: comment 'a|b\nc' on node 1")]
+    line = nagios_check(facts)[1]
+    assert line.count("|") == 1 and "\n" not in line and "comment 'a b c' on node 1" in line
 
 
 def test_unfinished_copies_warn():
@@ -570,10 +574,20 @@ def test_main_reports_unknown_when_it_cannot_check(argv, message, capsys):
 
 @pytest.mark.parametrize("argv", [["--bogus"], ["--conninfo", "one=host=db1"], ["--format", "xml"]])
 def test_usage_errors_exit_unknown_not_critical(argv, capsys):
-    with pytest.raises(SystemExit) as stop:
-        monitoring.main(argv)
-    assert stop.value.code == UNKNOWN  # argparse's own 2 would read as CRITICAL
-    assert "SLONY UNKNOWN - " in capsys.readouterr().err
+    assert monitoring.main(argv) == UNKNOWN  # argparse's own 2 would read as CRITICAL
+    err = capsys.readouterr().err
+    assert err.startswith("usage: check_slony ") and "SLONY UNKNOWN - " in err
+
+
+def test_the_module_runs_as_a_script(tmp_path):
+    (tmp_path / "dany").symlink_to(os.path.dirname(monitoring.__file__))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "dany.monitoring", "--bogus"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == UNKNOWN and "SLONY UNKNOWN - unrecognized arguments: --bogus" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "dany.monitoring", "--help"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "--lag-seconds-critical RANGE" in proc.stdout
 
 
 def test_main_reads_a_config_file(monkeypatch, capsys, tmp_path):
