@@ -167,6 +167,8 @@ def select_scope(snapshots, admin_nodes, nodes=None, sets=None, tables=None, seq
         if wanted_tables is not None:
             members = [t for t in members if qualified(t.schema, t.name) in wanted_tables]
         seen_tables.update(qualified(t.schema, t.name) for t in members)
+        if not receivers:
+            continue  # no compared node subscribes to it: nothing to compare
         seqs = []
         if sequences:
             seqs = [SequenceRef(s.id, s.set, s.schema, s.name) for s in sorted(snap.sequences.values()) if s.set == set_id]
@@ -677,9 +679,11 @@ class Comparison:
             for state in sequences:
                 for node, pin in pins.items():
                     if node in state.verdicts and state.open_on(node):
-                        pin_position = pin.position if position == EXACT else AFTER
-                        state.record(node, origin_sequences.get(state.ref.id),
-                                     pin.sequences.get(state.ref.id), pin_position)
+                        origin_value = origin_sequences.get(state.ref.id)
+                        # Without the value the SYNC carried, nothing proves a difference.
+                        exact = position == EXACT and origin_value is not None
+                        state.record(node, origin_value, pin.sequences.get(state.ref.id),
+                                     pin.position if exact else AFTER)
         except psycopg2.Error as exc:
             raise cluster.error(origin, exc, doing="compare")
         finally:
