@@ -137,9 +137,8 @@ def select_scope(snapshots, admin_nodes, nodes=None, sets=None, tables=None, seq
         if missing:
             problems.append("nodes: %s not in admin_conninfo" % ", ".join("node %d" % n for n in missing))
     if not snapshots:
-        raise SlonyError("no node of admin_conninfo could be read: %s" % "; ".join(
-            "node %d: %s" % (n, unreadable[n]) for n in sorted(unreadable)) if unreadable
-            else "no node of admin_conninfo could be read")
+        why = "; ".join("node %d: %s" % (n, unreadable[n]) for n in sorted(unreadable))
+        raise SlonyError("no node of admin_conninfo could be read" + (": " + why if why else ""))
     known_sets = set()
     for snap in snapshots.values():
         known_sets.update(snap.sets)
@@ -650,9 +649,9 @@ class Comparison:
             for node in scope.receivers:
                 if (scope.id, node) in blocked:
                     continue
-                busy = any(t.scope is scope and t.open_on(node) for t in tables) or \
-                    any(q.scope is scope and q.open_on(node) for q in sequences)
-                if busy:
+                open_tables = any(t.scope is scope and t.open_on(node) for t in tables)
+                open_sequences = any(q.scope is scope and q.open_on(node) for q in sequences)
+                if open_tables or open_sequences:
                     work.setdefault(node, []).append(scope.id)
         return work
 
