@@ -22,11 +22,10 @@ select json_build_object(
                                     where c.relnamespace = n.oid and c.relname = 'sl_node' and c.relkind = 'r')
                        and exists (select 1 from pg_catalog.pg_class c
                                     where c.relnamespace = n.oid and c.relname = 'sl_set' and c.relkind = 'r')),
-  'slony_triggers', (select count(*) from pg_catalog.pg_trigger t join pg_catalog.pg_proc p on p.oid = t.tgfoid
-                      join pg_catalog.pg_namespace pn on pn.oid = p.pronamespace
-                     where not t.tgisinternal
-                       and exists (select 1 from pg_catalog.pg_class c
-                                    where c.relnamespace = pn.oid and c.relname = 'sl_node' and c.relkind = 'r')),
+  -- Triggers named like Slony's (_<cluster>_logtrigger, _<cluster>_denyaccess, ...), by name.
+  'slony_triggers', (select coalesce(json_agg(distinct t.tgname), '[]'::json)
+                       from pg_catalog.pg_trigger t
+                      where not t.tgisinternal and t.tgname like '\_%'),
   'schemas', (select coalesce(json_agg(n.nspname order by n.nspname), '[]'::json)
                 from pg_catalog.pg_namespace n
                where n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
