@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Nodes: INIT CLUSTER, STORE NODE, DROP NODE and UNINSTALL NODE, planned from the catalog."""
+"""Nodes: INIT CLUSTER, STORE NODE, DROP NODE, UNINSTALL NODE and REPAIR CONFIG, planned
+from the catalog."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,7 +17,7 @@ from .catalog import Node, Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
-from .plan import CALLBACK, EVENT, INIT_NODE, Plan, Planned, Step, call, wait
+from .plan import CALLBACK, EVENT, EXEC, INIT_NODE, Plan, Planned, Step, call, wait
 from .waits import Behind, Pending, retry, timeout_error
 
 
@@ -531,6 +532,69 @@ def _undroppable(snap, ids):
     return problems
 
 
+# -- REPAIR CONFIG ------------------------------------------------------------------
+
+# The tables and sequences of the sets a node holds (as origin or subscriber) whose
+# recorded oid is not the oid of the relation of that name any more (the database was
+# restored from a dump), and the lowest of those sets.
+_STALE_RELATIONS = """
+with held as (
+  select s.set_id from {ns}.sl_set s
+   where s.set_origin = {ns}.getLocalNodeId(%(cluster)s)
+      or exists (select 1 from {ns}.sl_subscribe b
+                  where b.sub_set = s.set_id and b.sub_receiver = {ns}.getLocalNodeId(%(cluster)s))),
+rel as (
+  select t.tab_set as set_id, t.tab_nspname as nsp, t.tab_relname as rel, t.tab_reloid as oid
+    from {ns}.sl_table t
+  union all
+  select q.seq_set, q.seq_nspname, q.seq_relname, q.seq_reloid from {ns}.sl_sequence q)
+select coalesce(json_agg(r.nsp || '.' || r.rel order by r.nsp, r.rel), '[]'),
+       (select min(set_id) from held)
+  from rel r join held h on h.set_id = r.set_id
+ where r.oid is distinct from (
+   select c.oid from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where c.relname = r.rel and n.nspname = r.nsp)
+"""
+
+# What REPAIR CONFIG reads on the node: the relations whose oid is stale, and a set the
+# node holds (updateReloid repairs every table of the node, but only on a node that is
+# the origin or a subscriber of the set it is given).
+RepairRead = namedtuple("RepairRead", "stale set_id")
+
+
+def read_repair(cluster, node):
+    """The reads of :func:`decide_repair` on ``node`` (an initialised node)."""
+    cluster.require_initialized(node)
+    rows = cluster.fetch(node, sql.SQL(_STALE_RELATIONS).format(ns=cluster.ns),
+                         {"cluster": cluster.namespace})
+    stale, set_id = rows[0] if rows else ([], None)
+    return RepairRead(list(stale or []), set_id)
+
+
+def decide_repair(ns, node, read):
+    """REPAIR CONFIG on ``node`` when the oids it records are stale (after its database
+    was restored from a dump), else nothing. Pure. Returns the steps."""
+    if not read.stale:
+        return []
+    return [Step(EXEC, node, "repair the oids of %d relation(s) recorded on node %d (%s)"
+                 % (len(read.stale), node, ", ".join(read.stale)),
+                 slonik="repair config (set id = %d, event node = %d, execute only on = %d);"
+                        % (read.set_id, node, node),
+                 query=sql.SQL("lock table {ns}.sl_config_lock; select {ns}.updatereloid(%s, %s)")
+                 .format(ns=ns), params=(read.set_id, node),
+                 function="updateReloid", args=(read.set_id, node))]
+
+
+def plan_repair_config(cluster, node):
+    """Plan for the oids of the relations recorded on ``node`` to be current (slonik's
+    REPAIR CONFIG, run on that node only, as it only ever repairs the node it runs on).
+    Returns :class:`plan.Planned`; before/after: the stale relations."""
+    read = read_repair(cluster, node)
+    plan = Plan(decide_repair(cluster.ns, node, read))
+    return Planned(plan, {"id": node, "stale_relations": read.stale},
+                   {"id": node, "stale_relations": []})
+
+
 # SQLSTATEs of the race with the node's own slon uninstalling it: deadlock, lock
 # timeout, and the schema, a table or a function vanishing under us.
 _UNINSTALL_RACE = ("40P01", "55P03", "3F000", "42P01", "42883")
@@ -593,6 +657,6 @@ def _uninstall_once(cluster, node):
 
 
 __all__ = ["plan_node_present", "plan_nodes_present", "plan_node_absent", "plan_nodes_absent",
-           "read_nodes", "decide_nodes_absent",
+           "read_nodes", "decide_nodes_absent", "plan_repair_config", "decide_repair",
            "decide_node_present", "decide_nodes_present", "decide_node_absent",
            "submit_event"]

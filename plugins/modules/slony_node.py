@@ -25,6 +25,8 @@ description:
   - With I(nodes), several nodes in one task, in id order. On a new cluster the lowest
     id is initialised and the others are stored through it. Check mode shows that
     order too. The new nodes load the Slony schema at the same time.
+  - With I(repair_config), the node's recorded table and sequence oids are repaired (slonik
+    C(REPAIR CONFIG)) when they are stale - after its database was restored from a dump.
   - With I(nodes) and I(state=absent), the nodes leave together in one C(DROP NODE) event
     (slonik's C(drop node (id = '2,3', ...))) through a node that stays, then Slony is
     uninstalled from each reachable one. A listed node may feed other listed nodes; one that
@@ -74,6 +76,17 @@ options:
       - Defaults to the lowest-numbered node in I(admin_conninfo), other than I(id) (or the
         I(nodes) being removed), that is already a node of the cluster.
     type: int
+  repair_config:
+    description:
+      - C(true) checks that the oids node I(id) records for the tables and sequences of the sets
+        it holds are those of the relations of the same names in its database, and when they are
+        not (the database was restored from a dump, or re-created by a tool) runs slonik's
+        C(REPAIR CONFIG) there (C(updateReloid), on that node only - the only node it ever
+        repairs). Nothing else is changed; nothing is done when the oids are current.
+      - Stop the node's slon before restoring its database, and start it after the repair.
+      - Only with I(id) and I(state=present); not with I(comment) or I(event_node).
+    type: bool
+    default: false
 notes:
   - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
     its slon daemon; until then the other nodes cannot confirm its events.
@@ -121,6 +134,13 @@ EXAMPLES = r'''
     id: 3
     state: absent
 
+- name: Node 3's database was restored from a dump - repair the oids Slony recorded
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 3
+    repair_config: true
+
 - name: Remove nodes 4 and 5 together (node 4 feeds only node 5)
   dany.slony.slony_node:
     cluster_name: shop
@@ -136,6 +156,8 @@ before:
   description:
     - The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
     - With I(nodes), a list of these, in the order of I(nodes).
+    - With I(repair_config), the node's C(id) and C(stale_relations), the relations whose
+      recorded oid was stale.
   returned: always
   type: raw
   sample: {"id": 2, "state": "absent"}
@@ -166,7 +188,8 @@ events:
 '''
 
 from ansible_collections.dany.slony.plugins.module_utils.nodes import (
-    plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present)
+    plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
+    plan_repair_config)
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 
 
@@ -180,11 +203,18 @@ def main():
         state=dict(type="str", choices=["present", "absent"], default="present"),
         comment=dict(type="str"),
         event_node=dict(type="int"),
-    ), mutually_exclusive=[("id", "nodes"), ("nodes", "comment")],
+        repair_config=dict(type="bool", default=False),
+    ), mutually_exclusive=[("id", "nodes"), ("nodes", "comment"), ("repair_config", "nodes"),
+                           ("repair_config", "comment"), ("repair_config", "event_node")],
         required_one_of=[("id", "nodes")])
     params = slony.params
+    if params["repair_config"] and params["state"] == "absent":
+        slony.fail("repair_config: only with state=present (a node that is removed needs no "
+                   "repair)")
 
     def planner(cluster):
+        if params["repair_config"]:
+            return plan_repair_config(cluster, params["id"])
         if params["nodes"] is not None:
             if params["state"] == "absent":
                 return plan_nodes_absent(cluster, [e["id"] for e in params["nodes"]],

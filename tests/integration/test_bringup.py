@@ -6,7 +6,10 @@ real run (changed), then the same run again (changed=false).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +257,47 @@ def test_a_forwarder_and_its_receiver_leave_in_one_drop_node(fresh_db, slons):
         assert db.scalar(node, "select count(*) from pg_trigger where tgname like '_lab_%'") == 0
     db.query(1, "insert into public.products (sku, name, price) values ('D-1', 'alone', 1)")
     assert db.scalar(1, "select count(*) from public.products where sku = 'D-1'") == 1
+
+
+def test_repair_config_after_a_subscriber_is_restored_from_a_dump(fresh_db, slons, tmp_path):
+    """Node 2's database is dumped, dropped and restored (new oids): slony_node
+    repair_config runs REPAIR CONFIG there, and replication to node 2 carries on."""
+    db = fresh_db
+    bring_up(db, slons, subscribers=(2,))
+    nothing = run_module("slony_node", common(db, id=2, repair_config=True))
+    assert not nothing.changed and nothing.result["before"]["stale_relations"] == []
+
+    slons.stop(2)
+    lab = db.lab
+    dump_file = tmp_path / "node2.dump"
+    env = dict(os.environ, PGPASSWORD=lab.password)
+    base = ["-h", "127.0.0.1", "-p", str(lab.port(2)), "-U", lab.user]
+    subprocess.run([_pg_tool("pg_dump"), *base, "-Fc", "-f", str(dump_file), db.dbname],
+                   env=env, check=True)
+    lab.query(2, "drop database %s with (force)" % db.dbname, dbname="postgres")
+    lab.query(2, "create database %s template template0" % db.dbname, dbname="postgres")
+    subprocess.run([_pg_tool("pg_restore"), *base, "-d", db.dbname, "--exit-on-error",
+                    str(dump_file)], env=env, check=True)
+    stale = db.scalar(2, 'select count(*) from "_lab".sl_table t where t.tab_reloid <> '
+                         "(t.tab_nspname || '.' || t.tab_relname)::regclass::oid")
+    assert stale == len(TABLES)
+
+    repaired = converge(db, "slony_node", {"id": 2, "repair_config": True})
+    assert sorted(repaired.result["before"]["stale_relations"]) == sorted(
+        TABLES + ["public.invoice_number_seq"])
+    assert "repair config (set id = 1, event node = 2, execute only on = 2);" in \
+        repaired.result["slonik"]
+    assert db.scalar(2, 'select count(*) from "_lab".sl_table t where t.tab_reloid <> '
+                        "(t.tab_nspname || '.' || t.tab_relname)::regclass::oid") == 0
+    slons.start(2)
+    db.query(1, "insert into public.customers (name) values ('after the restore')")
+    expected = db.query(1, "select id, name from public.customers order by id")
+    assert wait_for_rows(db, 2, "select id, name from public.customers order by id",
+                         expected) == expected
+
+
+def _pg_tool(name):
+    """The PostgreSQL client program of the lab's major version."""
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/" + name), reverse=True):
+        return str(candidate)
+    return name

@@ -305,3 +305,15 @@ def test_plan_nodes_absent_reads_one_node_that_stays(fake, monkeypatch):
     decided = nodes_mod.plan_nodes_absent(cluster, [1, 2])
     assert reads == [3]
     assert [(s.kind, s.node, s.function) for s in decided.plan.steps][2] == (EVENT, 3, "dropNode")
+
+
+# -- REPAIR CONFIG ------------------------------------------------------------------
+
+def test_repair_config_only_when_recorded_oids_are_stale():
+    ns = sql.Identifier("_shop")
+    assert nodes_mod.decide_repair(ns, 3, nodes_mod.RepairRead([], 1)) == []
+    steps = nodes_mod.decide_repair(ns, 3, nodes_mod.RepairRead(["public.a", "public.s"], 2))
+    assert [(s.kind, s.node, s.function, s.args) for s in steps] == [
+        ("exec", 3, "updateReloid", (2, 3))]
+    assert steps[0].slonik == "repair config (set id = 2, event node = 3, execute only on = 3);"
+    assert "2 relation(s) recorded on node 3 (public.a, public.s)" in steps[0].description
