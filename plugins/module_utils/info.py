@@ -48,10 +48,10 @@ __metaclass__ = type
 
 import fnmatch
 
-from .pg import psycopg2, sql
+from .pg import make_dsn, psycopg2, sql
 
 from .catalog import PENDING_CONNINFO, catalog_query, snapshot_from_row
-from .conninfo import redact_conninfo
+from .conninfo import REDACTED, mask_password_patterns, redact_conninfo
 from .errors import SlonyError
 
 SECTIONS = ("nodes", "paths", "listens", "sets", "tables", "sequences", "subscriptions",
@@ -469,6 +469,77 @@ def unreplicated_relations(node, rows, cluster_schema):
     return out
 
 
+# -- pure logic: a conninfo as written, its password masked --------------------------------
+
+# The password of a verbatim conninfo, as it shows: what make_dsn writes for "********".
+MASKED_PASSWORD = "password=" + REDACTED
+
+
+def _conninfo_tokens(text):
+    """(keyword, token start, token end, value) of every ``keyword=value`` of a libpq
+    conninfo in key/value form, by libpq's rules (spaces around ``=``, single-quoted
+    values, backslash escapes). Raises ValueError on anything else (a URI, a typo)."""
+    tokens, i, size = [], 0, len(text)
+    while True:
+        while i < size and text[i].isspace():
+            i += 1
+        if i >= size:
+            return tokens
+        start = i
+        while i < size and text[i] != "=" and not text[i].isspace():
+            i += 1
+        keyword = text[start:i]
+        while i < size and text[i].isspace():
+            i += 1
+        if not keyword or i >= size or text[i] != "=":
+            raise ValueError("not a key/value conninfo")
+        i += 1
+        while i < size and text[i].isspace():
+            i += 1
+        quoted = i < size and text[i] == "'"
+        if quoted:
+            i += 1
+        value = []
+        while True:
+            if i >= size:
+                if quoted:
+                    raise ValueError("unterminated quoted value")
+                break
+            char = text[i]
+            if char == "\\" and i + 1 < size:
+                value.append(text[i + 1])
+                i += 2
+                continue
+            if (quoted and char == "'") or (not quoted and char.isspace()):
+                i += 1 if quoted else 0
+                break
+            value.append(char)
+            i += 1
+        tokens.append((keyword, start, i, "".join(value)))
+
+
+def verbatim_conninfo(conninfo):
+    """``conninfo`` exactly as written, but for its password, which shows as
+    ``password=********``; or None when that cannot be done without changing the text
+    elsewhere: a URI, something libpq would not parse, or a password not written the way
+    libpq's quoting rules (psycopg2's make_dsn) write it - ``password = 'x'`` - so that
+    putting the password back in its place as make_dsn writes it gives the original
+    text byte for byte. Pure; the password itself never leaves this function."""
+    try:
+        tokens = _conninfo_tokens(conninfo or "")
+    except ValueError:
+        return None
+    out, last = [], 0
+    for keyword, start, end, value in tokens:
+        if keyword != "password":
+            continue
+        if conninfo[start:end] != make_dsn(password=value):
+            return None
+        out.append(conninfo[last:start] + MASKED_PASSWORD)
+        last = end
+    return "".join(out) + conninfo[last:]
+
+
 # -- assembling the facts ----------------------------------------------------------------
 
 def _first(nodes_in_order, predicate):
@@ -506,15 +577,21 @@ def gather(cluster, sections=SECTIONS):
     def redact(conninfo):
         return cluster.redactor.text(redact_conninfo(conninfo))
 
-    return build_facts(cluster.name, cluster.namespace, reads, sections, redact)
+    return build_facts(cluster.name, cluster.namespace, reads, sections, redact,
+                       redact_text=cluster.redactor.text)
 
 
-def build_facts(cluster_name, namespace, reads, sections=SECTIONS, redact=redact_conninfo):
-    """The facts, from what was read (``reads``: {node: NodeRead}); no database access."""
+def build_facts(cluster_name, namespace, reads, sections=SECTIONS, redact=redact_conninfo,
+                redact_text=mask_password_patterns):
+    """The facts, from what was read (``reads``: {node: NodeRead}); no database access.
+
+    ``redact`` renders a conninfo without its password; ``redact_text`` removes every
+    known secret from a text (a verbatim conninfo still holding one is not shown)."""
     sections = list(sections)
     want = set(sections)
     view = ReadView(reads, namespace, redact,
-                    need_health=bool(want & set(("lag", "slons", "drift"))))
+                    need_health=bool(want & set(("lag", "slons", "drift"))),
+                    redact_text=redact_text)
     facts = {
         "cluster_name": cluster_name,
         "sections": sections,
@@ -531,10 +608,12 @@ def build_facts(cluster_name, namespace, reads, sections=SECTIONS, redact=redact
 class ReadView:
     """What was read from every node, indexed the way the sections need it (pure)."""
 
-    def __init__(self, reads, namespace, redact=redact_conninfo, need_health=True):
+    def __init__(self, reads, namespace, redact=redact_conninfo, need_health=True,
+                 redact_text=mask_password_patterns):
         self.reads = reads
         self.namespace = namespace
         self.redact = redact
+        self.redact_text = redact_text
         self.admin_nodes = sorted(reads)
         self.ok = dict((n, r) for n, r in reads.items() if r.ok)
         self.snaps = dict((n, r.snapshot) for n, r in self.ok.items())
@@ -556,6 +635,13 @@ class ReadView:
             for key, sub in self.snaps[snap_node].subscriptions.items():
                 if key not in self.subs or snap_node == self.set_origin.get(key[0]):
                     self.subs[key] = (sub, snap_node)
+
+    def verbatim(self, conninfo):
+        """:func:`verbatim_conninfo`, or None if a known secret would still show in it."""
+        text = verbatim_conninfo(conninfo)
+        if text is None or self.redact_text(text) != text:
+            return None
+        return text
 
     def first(self, predicate):
         """The lowest read node for which ``predicate(node)`` holds, or None."""
@@ -613,6 +699,7 @@ def _path_facts(view):
         pending = path.conninfo == PENDING_CONNINFO
         rows.append({"server": path.server, "client": path.client,
                      "conninfo": path.conninfo if pending else view.redact(path.conninfo),
+                     "conninfo_verbatim": None if pending else view.verbatim(path.conninfo),
                      "connretry": path.connretry, "pending": pending, "source": source})
     return {"paths": rows}
 

@@ -136,12 +136,22 @@ nodes:
   sample: [{"id": 1, "comment": "origin", "active": true, "failed": false, "in_admin_conninfo": true,
             "reachable": true, "error": null, "source": 1}]
 paths:
-  description: Paths, as their client node records them (passwords redacted). C(pending) is
-    true for Slony's C(<event pending>) placeholder.
+  description:
+    - Paths, as their client node records them (passwords redacted). C(pending) is true
+      for Slony's C(<event pending>) placeholder.
+    - C(conninfo) is the path's conninfo normalised by libpq's parser (its parameters in
+      libpq's order), its password shown as C(********).
+    - C(conninfo_verbatim) is the conninfo exactly as stored, byte for byte, but for its
+      password, shown as C(password=********) (this is what M(dany.slony.slony_path)
+      compares, and what the C(dany.slony.slony_inventory) filter writes back). It is null
+      for a pending path, a URI, and a conninfo whose password is not written the way
+      libpq's quoting rules write it (for example C(password = 'x')), since it could not be
+      rebuilt from the password.
   returned: when the section is selected
   type: list
   elements: dict
-  sample: [{"server": 1, "client": 2, "conninfo": "host=db1 dbname=app user=slony password=********",
+  sample: [{"server": 1, "client": 2, "conninfo": "user=slony password=******** dbname=app host=db1",
+            "conninfo_verbatim": "host=db1 dbname=app user=slony password=********",
             "connretry": 10, "pending": false, "source": 2}]
 listens:
   description: Listen entries, as the receiving node records them (the ones its slon uses).
