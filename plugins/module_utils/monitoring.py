@@ -265,13 +265,14 @@ class Range:
 
 
 # Measure -> (unit in perfdata, default warning, default critical). None: no threshold.
+# Causes before their effects: problems of the same state are reported in this order.
 MEASURES = (
+    ("nodes_unreachable", "", None, "0"),
+    ("slons_stopped", "", None, "0"),
     ("lag_events", "", "100", "1000"),
     ("lag_seconds", "s", "60", "300"),
-    ("slons_stopped", "", None, "0"),
-    ("nodes_unreachable", "", None, "0"),
-    ("drift", "", "0", None),
     ("copies_unfinished", "", "0", None),
+    ("drift", "", "0", None),
 )
 DEFAULT_THRESHOLDS = dict((name + "_" + level, value)
                           for name, _unit, warning, critical in MEASURES

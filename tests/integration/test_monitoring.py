@@ -121,25 +121,36 @@ def test_status_writes_metrics_and_the_check_sees_a_stopped_slon(
     textdir = tmp_path / "textfile"
     textdir.mkdir()
     prom = textdir / "slony_lab.prom"
-
-    # -- check mode: the table as always, no file ------------------------------------------
-    checked = run_status(db, check=True, slony_status_textfile_dir=str(textdir))
-    assert "ORIGIN -> RECEIVER" in checked.stdout and "1 -> 2 " in checked.stdout
-    assert "TASK [Write the metrics to the temporary file]" in checked.stdout
-    assert os.listdir(textdir) == []
+    prom.write_text("# what an earlier run left\n")
+    stale = prom.stat()
 
     # -- the Nagios check: OK once the cluster has settled ----------------------------------
     ok = poll(lambda: check_slony(db, pkg), lambda p: p.returncode == 0, what="check_slony OK")
     assert ok.stdout.startswith("SLONY OK - cluster lab: 3 nodes read, 3 slons running") and not ok.stderr
     assert "slons_stopped=0;;0;0;3" in ok.stdout
 
-    # -- a real run writes the file, atomically, readable ----------------------------------
+    # -- node 3's slon stops ---------------------------------------------------------------
+    slons.stop(3)
+    poll(lambda: cluster.info(["slons"])["slons"][2]["running"], lambda running: running is False,
+         what="slon 3 reported stopped")
+
+    # -- check mode: the table as always, nothing written ----------------------------------
+    checked = run_status(db, check=True, slony_status_textfile_dir=str(textdir))
+    assert "ORIGIN -> RECEIVER" in checked.stdout and "1 -> 2 " in checked.stdout
+    assert "- the slon daemon of node 3 is not running" in checked.stdout
+    assert "TASK [Write the metrics to the temporary file]" in checked.stdout
+    assert os.listdir(textdir) == ["slony_lab.prom"]
+    assert prom.read_text() == "# what an earlier run left\n"
+    assert (prom.stat().st_ino, prom.stat().st_mtime_ns) == (stale.st_ino, stale.st_mtime_ns)
+
+    # -- a real run replaces the file atomically -------------------------------------------
     written = run_status(db, slony_status_textfile_dir=str(textdir))
-    assert "ORIGIN -> RECEIVER" in written.stdout
+    assert "- the slon daemon of node 3 is not running" in written.stdout  # the table, unchanged
     assert os.listdir(textdir) == ["slony_lab.prom"]  # no temporary file left behind
+    assert prom.stat().st_ino != stale.st_ino  # a new file renamed over the old one
     assert prom.stat().st_mode & 0o777 == 0o644
     values = metrics(prom)
-    assert per_node(values, "slony_slon_up") == {1: 1, 2: 1, 3: 1}
+    assert per_node(values, "slony_slon_up") == {1: 1, 2: 1, 3: 0}
     assert per_node(values, "slony_node_reachable") == {1: 1, 2: 1, 3: 1}
     pairs = {(o, r) for o in (1, 2, 3) for r in (1, 2, 3) if o != r}
     assert set(per_pair(values, "slony_lag_events")) == pairs
@@ -147,35 +158,24 @@ def test_status_writes_metrics_and_the_check_sees_a_stopped_slon(
     assert all(v >= 0 for v in per_pair(values, "slony_lag_events").values())
     now = time.time()
     for when in per_pair(values, "slony_last_confirmed_event_timestamp_seconds").values():
-        assert now - 120 < when <= now + 5  # the lab's clock, origin and reader alike
+        assert now - 300 < when <= now + 5  # the lab's clock, origin and reader alike
     subs = {(int(dict(k)["set"]), int(dict(k)["receiver"])): v for (f, k), v in values.items()
             if f == "slony_subscription_complete"}
     assert subs == {(1, 2): 1, (1, 3): 1}
     assert values[("slony_set_tables", (("origin", "1"), ("set", "1")))] == 4
     assert sum(v for (f, _k), v in values.items() if f == "slony_drift_objects") == 0
-    inode = prom.stat().st_ino
-
-    # -- node 3's slon stops ---------------------------------------------------------------
-    slons.stop(3)
-    poll(lambda: cluster.info(["slons"])["slons"][2]["running"], lambda running: running is False,
-         what="slon 3 reported stopped")
-    again = run_status(db, slony_status_textfile_dir=str(textdir))
-    assert "- the slon daemon of node 3 is not running" in again.stdout  # the table, unchanged
-    assert prom.stat().st_ino != inode  # replaced by a rename, not rewritten in place
-    assert os.listdir(textdir) == ["slony_lab.prom"]
-    values = metrics(prom)
-    assert per_node(values, "slony_slon_up") == {1: 1, 2: 1, 3: 0}
-    assert per_node(values, "slony_node_reachable") == {1: 1, 2: 1, 3: 1}
 
     critical = check_slony(db, pkg)
     assert critical.returncode == 2, critical.stdout + critical.stderr
-    assert critical.stdout.startswith("SLONY CRITICAL - cluster lab: slon of node 3 stopped")
-    assert "slons_stopped=1;;0;0;3" in critical.stdout and critical.stdout.count("\n") == 1
+    status, _bar, perf = critical.stdout.partition(" | ")
+    # (node 3 falls behind meanwhile: its lag may be reported after the stopped slon)
+    assert status.startswith("SLONY CRITICAL - cluster lab: slon of node 3 stopped")
+    assert "slons_stopped=1;;0;0;3" in perf.split() and critical.stdout.count("\n") == 1
     # Its metrics output agrees with the file status.yml wrote.
     exported = check_slony(db, pkg, "--format", "prometheus", "--slons-stopped-critical", "")
     assert exported.returncode == 0
     assert 'slony_slon_up{cluster="lab",node="3"} 0' in exported.stdout.splitlines()
 
-    for text in (checked.stdout, checked.stderr, written.stdout, again.stdout, prom.read_text(),
+    for text in (checked.stdout, checked.stderr, written.stdout, written.stderr, prom.read_text(),
                  ok.stdout, critical.stdout, critical.stderr, exported.stdout):
         assert password not in text

@@ -257,7 +257,7 @@ def test_facts_built_by_info_give_metrics():
         (("origin", "1"), ("receiver", "3"), ("set", "1")): 0}
     code, line, problems = nagios_check(facts)
     assert code == CRITICAL and line.startswith("SLONY CRITICAL - cluster shop: ")
-    assert problems == ["slon of node 3 stopped", "node 4 unreachable",
+    assert problems == ["node 4 unreachable", "slon of node 3 stopped",
                         "copy unfinished: set 1 on node 3"]
 
 
@@ -417,7 +417,7 @@ def test_unfinished_copies_warn():
     assert code == WARNING and problems == ["copy unfinished: set 1 on node 3"]
 
 
-def test_the_worst_problem_comes_first():
+def test_the_worst_problem_comes_first_then_causes_before_effects():
     facts = healthy_facts()
     facts["subscriptions"][1]["complete"] = False
     facts["slons"][2]["running"] = False
@@ -425,6 +425,9 @@ def test_the_worst_problem_comes_first():
     assert code == CRITICAL
     assert problems == ["slon of node 3 stopped", "copy unfinished: set 1 on node 3"]
     assert line.startswith("SLONY CRITICAL - cluster shop: slon of node 3 stopped; copy unfinished")
+    facts["lag"][1].update(lag_events=5000, lag_seconds=900.0)
+    assert nagios_check(facts)[2] == ["slon of node 3 stopped", "node 3 is 5000 events behind node 1",
+                                      "node 3 is 900.0 s behind node 1", "copy unfinished: set 1 on node 3"]
     facts["slons"][1]["running"] = False
     assert nagios_check(facts)[2][0] == "slon of nodes 2, 3 stopped"
 
