@@ -463,11 +463,11 @@ select seq_id, seq_last_value from {ns}.sl_seqlastvalue where seq_set = any(%s)
 
 # Every query names the table "t" and qualifies its columns: a bare name in ORDER BY
 # would mean the output column of the same name (the key as text) instead.
-ALIAS = sql.Identifier("t")
+ALIAS = "t"
 
 
 def _key_sql(column, collate_c):
-    ident = sql.SQL("{}.{}").format(ALIAS, sql.Identifier(column.name))
+    ident = sql.Identifier(ALIAS, column.name)
     if collate_c and column.collatable:
         return sql.SQL('{} collate "C"').format(ident)
     return ident
@@ -506,8 +506,8 @@ def boundary_query(ref, key, collate_c, lower, chunk_size):
     """The last key of the chunk of ``chunk_size`` rows after ``lower``, as text."""
     where, params = range_predicate(key, collate_c, lower, None)
     query = sql.SQL("select {keys} from only {schema}.{table} as {alias} where {where} order by {order} offset %s limit 1").format(
-        keys=sql.SQL(", ").join(sql.SQL("{}.{}::text").format(ALIAS, sql.Identifier(c.name)) for c in key),
-        schema=sql.Identifier(ref.schema), table=sql.Identifier(ref.name), alias=ALIAS, where=where,
+        keys=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(ALIAS, c.name)) for c in key),
+        schema=sql.Identifier(ref.schema), table=sql.Identifier(ref.name), alias=sql.Identifier(ALIAS), where=where,
         order=_order_sql(key, collate_c))
     return query, params + [chunk_size - 1]
 
@@ -518,9 +518,9 @@ def chunk_query(ref, columns, key, collate_c, lower, upper):
     query = sql.SQL(
         "select count(*), coalesce(md5(string_agg(md5(row({columns})::text), '' order by {order})), '')"
         " from only {schema}.{table} as {alias} where {where}").format(
-        columns=sql.SQL(", ").join(sql.SQL("{}.{}").format(ALIAS, sql.Identifier(c)) for c in columns),
+        columns=sql.SQL(", ").join(sql.Identifier(ALIAS, c) for c in columns),
         order=_order_sql(key, collate_c), schema=sql.Identifier(ref.schema),
-        table=sql.Identifier(ref.name), alias=ALIAS, where=where)
+        table=sql.Identifier(ref.name), alias=sql.Identifier(ALIAS), where=where)
     return query, params
 
 
