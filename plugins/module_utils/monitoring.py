@@ -72,6 +72,9 @@ FAMILIES = (
     ("slony_set_locked", "gauge", "1 while the set is locked (LOCK SET), else 0."),
     ("slony_drift_objects", "gauge",
      "Objects on which the catalogs of the nodes read disagree, by kind."),
+    ("slony_drift_compared_nodes", "gauge",
+     "Nodes whose catalogs were compared for drift (those read, less those marked failed): "
+     "below 2, no drift can be seen."),
     ("slony_config_events_in_flight", "gauge",
      "Configuration events of some node that another node has not processed yet."),
     ("slony_unreplicated_relations", "gauge",
@@ -181,6 +184,8 @@ def metric_samples(facts):
         for kind in DRIFT_KINDS:
             add("slony_drift_objects", sum(1 for d in facts["drift"] if d.get("kind") == kind),
                 kind=kind)
+    if "compared_nodes" in facts:
+        add("slony_drift_compared_nodes", len(facts["compared_nodes"]))
     if "config_in_flight" in facts:
         add("slony_config_events_in_flight", len(facts["config_in_flight"]))
     if "unreplicated" in facts:

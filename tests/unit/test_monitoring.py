@@ -174,6 +174,7 @@ def test_values_and_labels_of_a_healthy_cluster():
     assert samples(text, "slony_drift_objects") == dict(
         ((("kind", k),), 0) for k in ("node", "path", "set", "subscription", "table", "sequence"))
     assert samples(text, "slony_config_events_in_flight") == {(): 0}
+    assert samples(text, "slony_drift_compared_nodes") == {(): 3}
     assert samples(text, "slony_unreplicated_relations") == {
         (("kind", "sequence"), ("node", "1")): 1, (("kind", "table"), ("node", "1")): 2}
 
@@ -216,7 +217,7 @@ def test_drift_is_counted_per_kind():
 
 def test_sections_filtered_out_give_no_family():
     facts = healthy_facts()
-    for key in ("nodes", "sets", "subscriptions", "drift", "config_in_flight", "unreplicated"):
+    for key in ("nodes", "sets", "subscriptions", "drift", "config_in_flight", "compared_nodes", "unreplicated"):
         del facts[key]
     facts["unreachable_nodes"] = [{"node": 3, "error": "refused"}]
     parsed = families(prometheus_text(facts))
