@@ -329,3 +329,52 @@ def test_every_section_is_built_from_the_reads_alone():
     assert view.order == [1, 2, 3] and view.set_origin == {1: 1}
     assert view.completion(1, 2) == (True, True, 5000000100)
     assert view.completion(1, 4) == (None, None, None)
+
+
+# -- conninfos as written -----------------------------------------------------------------
+
+@pytest.mark.parametrize("written, shown", [
+    ("host=db1 port=5432 dbname=app user=slony password=pw", "host=db1 port=5432 dbname=app user=slony password=********"),
+    ("dbname=app password=pw host=db1", "dbname=app password=******** host=db1"),
+    # Written as libpq's quoting rules (make_dsn) write them: quoted for a space, a quote
+    # or a backslash escaped.
+    ("host=db1 password='p w'", "host=db1 password=********"),
+    ("host=db1 password=p\\'w", "host=db1 password=********"),
+    ("host='db 1'  dbname=app", "host='db 1'  dbname=app"),
+    ("host=db1", "host=db1"),
+    # Written otherwise: the text cannot be rebuilt from the password.
+    ("host=db1 password = pw", None),
+    ("host=db1 password='pw'", None),
+    ("postgresql://slony:pw@db1/app", None),
+    ("host=db1 password='unterminated", None),
+    ("host=db1 = x", None),
+])
+def test_verbatim_conninfo(written, shown):
+    assert info_mod.verbatim_conninfo(written) == shown
+
+
+def test_paths_have_their_conninfo_verbatim():
+    written = "user=slony host=db1 password=%s" % PASSWORD
+    odd = "host=db2 password = '%s'" % PASSWORD
+    paths = [Path(1, 2, written, 10), Path(2, 1, odd, 10)]
+    snaps = dict((n, snapshot(n, nodes=(1, 2), paths=paths)) for n in (1, 2))
+    reads = dict((n, NodeRead(n, snaps[n], health(n))) for n in (1, 2))
+    facts = build_facts("shop", "_shop", reads, ["paths"])
+    by_key = dict(((p["server"], p["client"]), p) for p in facts["paths"])
+    assert by_key[(1, 2)]["conninfo_verbatim"] == "user=slony host=db1 password=********"
+    assert by_key[(1, 2)]["conninfo"] == "user=slony password=******** host=db1"
+    assert by_key[(2, 1)]["conninfo_verbatim"] is None
+    assert PASSWORD not in json.dumps(facts)
+
+
+def test_a_verbatim_conninfo_still_holding_a_known_secret_is_not_shown():
+    # The admin password is also the user name here: masking the password leaves it.
+    paths = [Path(1, 2, "host=db1 user=%s password=%s" % (PASSWORD, PASSWORD), 10)]
+    snaps = dict((n, snapshot(n, nodes=(1, 2), paths=paths)) for n in (1, 2))
+    reads = dict((n, NodeRead(n, snaps[n], health(n))) for n in (1, 2))
+
+    def redact_text(text):
+        return text.replace(PASSWORD, "********")
+
+    facts = build_facts("shop", "_shop", reads, ["paths"], redact_text=redact_text)
+    assert facts["paths"][0]["conninfo_verbatim"] is None
