@@ -23,7 +23,8 @@ options:
     description:
       - Mapping of node id to the libpq conninfo of that node's database, as used by the
         module (the equivalent of slonik's C(node N admin conninfo)).
-      - The role must be a superuser, as Slony administration requires.
+      - The PostgreSQL user of each conninfo must be a superuser, as Slony administration
+        requires.
       - Keys are node ids (integers, or strings holding integers).
       - Every connection is checked to really be the node it is listed as.
       - Passwords are never returned or logged; they are replaced by C(********).
@@ -34,7 +35,7 @@ options:
       - Wait until the change is complete before returning. That means the events the
         module created are confirmed by the nodes that must process them, or, for a new
         subscription, the receiver has its copy.
-      - With C(false) the module returns as soon as the events are committed on their
+      - With V(false) the module returns as soon as the events are committed on their
         origin. Waits that the change itself needs before it can run still happen, as in
         slonik. Examples are a provider catching up on the configuration before
         C(SUBSCRIBE SET), and a provider's copy finishing before a cascaded subscription
@@ -61,9 +62,9 @@ options:
       - Found automatically when not given (C(SLONY_SHARE_DIR), C(/usr/share/slony1), ...).
     type: path
 requirements:
-  - psycopg2 on the host that runs the module.
-  - Slony-I installed on every node's database server; the Slony-I SQL files on the host
-    that runs the module when nodes are initialised.
+  - psycopg2 on the host that runs the module
+  - Slony-I installed on every node's database server
+  - to initialise nodes, the Slony-I SQL files on the host that runs the module (see O(share_dir))
 notes:
   - Returned C(queries) and C(slonik) never contain passwords.
 '''

@@ -19,7 +19,7 @@ attributes:
         temporary set, for a set that has subscribers); changes nothing.
   diff_mode:
     details:
-      - Shows the managed objects (the whole set with I(exclusive)) before and after.
+      - Shows the managed objects (the whole set with O(exclusive)) before and after.
 options:
   set_id:
     description: Id of the set. The set must exist (M(dany.slony.slony_set)).
@@ -28,24 +28,24 @@ options:
   origin:
     description:
       - Origin node of the set, where the objects are added.
-      - Defaults to the origin recorded by the first node of I(admin_conninfo) that knows the
+      - Defaults to the origin recorded by the first node of O(admin_conninfo) that knows the
         set. When given, it must be the set's real origin; otherwise the module fails.
     type: int
   schemas:
     description:
       - Every object of these schemas - every ordinary table (M(dany.slony.slony_table)), every
         sequence (M(dany.slony.slony_sequence)). Names are case-sensitive. A schema that does
-        not exist is an error with I(state=present).
+        not exist is an error with O(state=present).
     type: list
     elements: str
   exclude:
-    description: Regular expressions removing objects found by I(patterns) or I(schemas).
+    description: Regular expressions removing objects found by O(patterns) or O(schemas).
     type: list
     elements: str
   state:
     description:
-      - C(present) adds the objects that are not in the set yet.
-      - C(absent) drops from the set those of the objects that are in it (the tables or
+      - V(present) adds the objects that are not in the set yet.
+      - V(absent) drops from the set those of the objects that are in it (the tables or
         sequences themselves stay, no longer replicated). Objects that do not exist or are
         in another set are left alone.
     type: str
@@ -53,16 +53,16 @@ options:
     default: present
   exclusive:
     description:
-      - With I(state=present), also drop from the set every object of the set that is not
-        chosen by the module's list of names, I(patterns) and I(schemas).
+      - With O(state=present), also drop from the set every object of the set that is not
+        chosen by the module's list of names, O(patterns) and O(schemas).
     type: bool
     default: false
 notes:
   - Adds run on the set's origin after one SYNC, as slonik does, the add calls of one run in
-    one transaction (batches of up to 500). With I(wait=true) the module waits until every
+    one transaction (batches of up to 500). With O(wait=true) the module waits until every
     node has confirmed them.
-  - Adding to a subscribed set always waits, whatever I(wait), for what the merge needs -
+  - Adding to a subscribed set always waits, whatever O(wait), for what the merge needs -
     every node knows the temporary set, every receiver has copied it, no subscription is
-    in progress. I(wait=false) only skips the wait for every node to confirm the merge.
-    I(wait_timeout) bounds each of these waits.
+    in progress. O(wait=false) only skips the wait for every node to confirm the merge.
+    O(wait_timeout) bounds each of these waits.
 '''
