@@ -30,6 +30,7 @@ __metaclass__ = type
 import io
 from collections import namedtuple
 
+from .adopt import DEFAULT_PASSWORD_VARIABLE, REQUIRED_SECTIONS, adopt
 from .cluster import APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT
 from .cluster import Cluster as CoreCluster
 from .conninfo import Redactor, build_conninfo, redact_conninfo
@@ -376,6 +377,20 @@ class Cluster:
         unreplicated tables); ``sections`` filters them as the module's ``filter``."""
         with self.connect() as core:
             return gather(core, select_sections(sections or []))
+
+    def export_inventory(self, password_variable=DEFAULT_PASSWORD_VARIABLE, host_names=None,
+                         node_vars=None, localhost=True):
+        """The cluster as it runs, as an inventory for the ``cluster`` role (what
+        ``playbooks/adopt.yml`` writes): reads every node (:meth:`info`) and returns
+        ``{"inventory": dict, "text": the YAML file, "warnings": [...], "variables": [...]}``
+        (see the ``dany.slony.slony_inventory`` filter). No password is in it: one found in
+        a conninfo becomes ``slony_db_password: "{{ <password_variable> }}"``. Writing
+        ``text`` needs PyYAML. (:meth:`from_yaml` refuses such templates: the file is for
+        Ansible.)"""
+        facts = self.info(list(REQUIRED_SECTIONS) + ["drift"])
+        return adopt(facts, password_variable=password_variable, host_names=host_names,
+                     node_vars=node_vars, admin_conninfo=self.admin_conninfo,
+                     localhost=localhost)
 
     # -- the whole configuration --------------------------------------------------------
     def converge(self, dry_run=False, wait=None):

@@ -207,3 +207,27 @@ def test_offline_slonik_text():
         "set add table (set id = 1, origin = 1, fully qualified name = 'public.t', key = 't_key');"]
     assert alembic_ops._script_slonik("create table t (id int);", 1) == [
         "execute script (event node = 1, sql = '", "    create table t (id int);", "');"]
+
+
+def test_export_inventory_reads_the_adoption_sections_and_masks_the_admin_conninfo(monkeypatch):
+    # One node, no path: its connection comes from the admin conninfo, password masked.
+    cluster = api.Cluster("shop", {1: NODES[1]})
+    asked = []
+
+    def info(sections=None):
+        asked.append(sections)
+        return {"cluster_name": "shop", "unreachable_nodes": [], "drift": [],
+                "nodes": [{"id": 1, "comment": "origin", "active": True, "failed": False}],
+                "paths": [], "sets": [{"id": 1, "origin": 1, "comment": "app", "locked": False}],
+                "tables": [{"id": 4, "set": 1, "schema": "public", "name": "t", "key": "t_pkey",
+                            "comment": "public.t"}],
+                "sequences": [], "subscriptions": []}
+
+    monkeypatch.setattr(cluster, "info", info)
+    adoption = cluster.export_inventory(password_variable="vault_shop")
+    assert set(asked[0]) >= {"nodes", "paths", "sets", "tables", "sequences", "subscriptions"}
+    host = adoption["inventory"]["all"]["children"]["slony_nodes"]["hosts"]["db1"]
+    assert host["slony_db_password"] == "{{ vault_shop }}" and host["slony_node_comment"] == "origin"
+    assert "s3cret" not in adoption["text"]
+    assert yaml.safe_load(adoption["text"])["all"]["vars"]["slony_sets"][0]["tables"] == [
+        {"name": "public.t", "id": 4, "key": "t_pkey"}]
