@@ -138,7 +138,10 @@ _value:
         the nodes that could not be read.
       type: list
       elements: str
-      sample: ["node 30 copies set 2 from node 10, but slony_provider is one node for all the sets of a host (20 here): site.yml would resubscribe it from node 20"]
+      sample:
+        - >-
+          node 30 copies set 2 from node 10, but slony_provider is one node for all the sets
+          of a host (20 here): site.yml would resubscribe it from node 20
     variables:
       description: The variables the inventory refers to and that you define (in a vault) - I(password_variable) when a conninfo has a password.
       type: list

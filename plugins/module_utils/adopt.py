@@ -134,6 +134,13 @@ def _admin_text(node, admin_conninfo, warnings):
     return text
 
 
+def _plain_host(host):
+    """A host name or address an inventory host can be named after (no socket, no list)."""
+    if not host or host.startswith("/") or host in _LOOPBACK:
+        return False
+    return bool(re.match(r"^[A-Za-z0-9_.:-]+$", host))
+
+
 def _host_names(node_ids, texts, host_names):
     """Inventory host name of every node: ``host_names`` first, then the host of its
     conninfo when those differ from node to node and are no loopback, else node<id>."""
@@ -145,8 +152,7 @@ def _host_names(node_ids, texts, host_names):
         except SlonyError:
             hosts[node] = None
     values = list(hosts.values())
-    usable = all(h and not h.startswith("/") and h not in _LOOPBACK and "," not in h
-                 and re.match(r"^[A-Za-z0-9_.:-]+$", h) for h in values)
+    usable = all(_plain_host(h) for h in values)
     by_host = usable and len(set(values)) == len(values)
     names = {}
     for node in node_ids:

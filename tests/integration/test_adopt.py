@@ -68,26 +68,27 @@ def slonik_script(db, cluster):
         return ("store path (server = %d, client = %d, conninfo = '%s');\n"
                 % (server, client, db.conninfo(SERVER_OF_NODE[server])))
 
-    part1 = (head
-             + "init cluster (id = 10, comment = 'origin');\n"
-             + "store node (id = 20, comment = 'replica', event node = 10);\n"
-             + "store node (id = 30, comment = 'cascaded replica', event node = 10);\n"
-             + path(10, 20) + path(20, 10) + path(20, 30) + path(30, 20))
-    part2 = (head
-             + "create set (id = 3, origin = 10, comment = 'shop tables');\n"
-             + "set add table (set id = 3, origin = 10, id = 5, fully qualified name = 'public.customers');\n"
-             + "set add table (set id = 3, origin = 10, id = 9, fully qualified name = 'public.products');\n"
-             + "set add table (set id = 3, origin = 10, id = 12, fully qualified name = 'public.orders',"
-               " comment = 'orders');\n"
-             + "set add table (set id = 3, origin = 10, id = 17, fully qualified name = 'public.settings',"
-               " key = 'settings_name_key', comment = '%s');\n" % COMMENT_WITH_JINJA
-             + "set add sequence (set id = 3, origin = 10, id = 4, fully qualified name = 'public.invoice_number_seq');\n"
-             + "create set (id = 7, origin = 20, comment = 'billing');\n"
-             + "set add table (set id = 7, origin = 20, id = 21, fully qualified name = 'billing.invoices');\n"
-             + "set add table (set id = 7, origin = 20, id = 23, fully qualified name = 'billing.payments');\n"
-             + "set add sequence (set id = 7, origin = 20, id = 11, fully qualified name = 'billing.invoices_id_seq');\n"
-             + "subscribe set (id = 3, provider = 10, receiver = 20, forward = yes);\n"
-             + "subscribe set (id = 7, provider = 20, receiver = 30, forward = no);\n")
+    part1 = "".join([
+        head,
+        "init cluster (id = 10, comment = 'origin');\n",
+        "store node (id = 20, comment = 'replica', event node = 10);\n",
+        "store node (id = 30, comment = 'cascaded replica', event node = 10);\n",
+        path(10, 20), path(20, 10), path(20, 30), path(30, 20)])
+    part2 = "".join([
+        head,
+        "create set (id = 3, origin = 10, comment = 'shop tables');\n",
+        "set add table (set id = 3, origin = 10, id = 5, fully qualified name = 'public.customers');\n",
+        "set add table (set id = 3, origin = 10, id = 9, fully qualified name = 'public.products');\n",
+        "set add table (set id = 3, origin = 10, id = 12, fully qualified name = 'public.orders', comment = 'orders');\n",
+        "set add table (set id = 3, origin = 10, id = 17, fully qualified name = 'public.settings',"
+        " key = 'settings_name_key', comment = '%s');\n" % COMMENT_WITH_JINJA,
+        "set add sequence (set id = 3, origin = 10, id = 4, fully qualified name = 'public.invoice_number_seq');\n",
+        "create set (id = 7, origin = 20, comment = 'billing');\n",
+        "set add table (set id = 7, origin = 20, id = 21, fully qualified name = 'billing.invoices');\n",
+        "set add table (set id = 7, origin = 20, id = 23, fully qualified name = 'billing.payments');\n",
+        "set add sequence (set id = 7, origin = 20, id = 11, fully qualified name = 'billing.invoices_id_seq');\n",
+        "subscribe set (id = 3, provider = 10, receiver = 20, forward = yes);\n",
+        "subscribe set (id = 7, provider = 20, receiver = 30, forward = no);\n"])
     part3 = head + "subscribe set (id = 3, provider = 20, receiver = 30, forward = yes);\n"
     return part1, part2, part3
 
