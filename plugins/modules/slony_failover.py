@@ -17,17 +17,17 @@ description:
     wait until their slon daemons have restarted, promotion of the failover candidate that
     holds the most events of the failed node (C(failedNode2), event C(FAILOVER_NODE)), wait
     until every surviving node has confirmed it, C(failedNode3) and, when the promoted node
-    is not I(backup_node), C(LOCK SET) and C(MOVE SET) to I(backup_node).
-  - Unlike slonik, every wait is bounded by I(wait_timeout) and a timeout names the nodes
+    is not O(backup_node), C(LOCK SET) and C(MOVE SET) to O(backup_node).
+  - Unlike slonik, every wait is bounded by O(wait_timeout) and a timeout names the nodes
     that are behind and the state of their slon daemon.
-  - Nothing is changed when a surviving node has no entry in I(admin_conninfo), cannot be
+  - Nothing is changed when a surviving node has no entry in O(admin_conninfo), cannot be
     reached, or has no running slon (a slon that is restarting is waited for, at most
-    I(wait_timeout) seconds), since the failover could not complete.
-  - The failed node is probed first (its I(admin_conninfo) entry if any, and the conninfos
+    O(wait_timeout) seconds), since the failover could not complete.
+  - The failed node is probed first (its O(admin_conninfo) entry if any, and the conninfos
     of the paths other nodes use to reach it). When its database answers, the failover is
-    refused unless I(force=true).
-  - With I(drop_failed=true) the failed node is then dropped from the cluster through
-    I(backup_node) (slonik C(DROP NODE)), as M(dany.slony.slony_node) with C(state=absent)
+    refused unless O(force=true).
+  - With O(drop_failed=true) the failed node is then dropped from the cluster through
+    O(backup_node) (slonik C(DROP NODE)), as M(dany.slony.slony_node) with C(state=absent)
     does it. A failed node can never rejoin; it is rebuilt as a new node.
   - A run after a completed failover changes nothing. A run after an interrupted one
     resumes where it stopped - before the promotion it starts again (C(preFailover) is
@@ -45,19 +45,19 @@ attributes:
   idempotent:
     details:
       - A second run with the same arguments reports C(changed=false) - the sets of the
-        failed node originate on I(backup_node) and the node is failed (or dropped).
+        failed node originate on O(backup_node) and the node is failed (or dropped).
 options:
   failed_node:
     description:
-      - Id of the lost node. It may be listed in I(admin_conninfo) or not; it is only
+      - Id of the lost node. It may be listed in O(admin_conninfo) or not; it is only
         connected to for the probe.
     type: int
     required: true
   backup_node:
     description:
       - Id of the node that becomes the origin of the failed node's sets.
-      - It must be a forwarding subscriber of every set of I(failed_node), and every node
-        fed by I(failed_node) must have a path to it.
+      - It must be a forwarding subscriber of every set of O(failed_node), and every node
+        fed by O(failed_node) must have a path to it.
     type: int
     required: true
   force:
@@ -70,20 +70,20 @@ options:
   drop_failed:
     description:
       - Drop the failed node from the cluster after the failover (C(DROP NODE) through
-        I(backup_node)). Its database, when reachable, is uninstalled too.
+        O(backup_node)). Its database, when reachable, is uninstalled too.
     type: bool
     default: false
 notes:
-  - I(admin_conninfo) must list every surviving node of the cluster, and each of them needs a
+  - O(admin_conninfo) must list every surviving node of the cluster, and each of them needs a
     running slon daemon that restarts when asked (slon does so by itself).
-  - I(wait=false) does not skip the waits the failover needs to be correct (slon restarts,
+  - O(wait=false) does not skip the waits the failover needs to be correct (slon restarts,
     confirmation of C(FAILOVER_NODE), confirmation of C(MOVE SET) by the backup); it only
     skips the wait for the other nodes to process C(DROP NODE).
   - A node that was ahead of the promoted node for the failed node's sets drops its
     subscriptions (Slony prints a warning in its slon log); the promoted node is chosen as
     the one holding the most events of the failed node, so this only happens to nodes that
     are not failover candidates.
-  - If a run is interrupted after a node other than I(backup_node) was promoted and every
+  - If a run is interrupted after a node other than O(backup_node) was promoted and every
     surviving node has processed the failover, the sets stay on that node; move them with
     a switchover.
 seealso:
@@ -147,8 +147,8 @@ failed_node_events:
   sample: [{"node": 2, "max_seqno": 5000000123}, {"node": 3, "max_seqno": 5000000121}]
 temporary_backup:
   description:
-    - The node promoted first (C(failedNode2)); when it is not I(backup_node), the sets are
-      moved on to I(backup_node). In check mode, the node that would be promoted now.
+    - The node promoted first (C(failedNode2)); when it is not O(backup_node), the sets are
+      moved on to O(backup_node). In check mode, the node that would be promoted now.
   returned: always
   type: int
   sample: 2

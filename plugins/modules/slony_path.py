@@ -13,8 +13,8 @@ short_description: Store or drop Slony-I communication paths
 version_added: 0.1.0
 description:
   - Manages the paths a node's slon daemon uses to reach other nodes (slonik C(STORE PATH),
-    C(DROP PATH)) - one path with I(server), I(client) and I(conninfo), or many with I(paths).
-  - A path is stored on its client node. A changed I(conninfo) or I(connretry) converges.
+    C(DROP PATH)) - one path with O(server), O(client) and O(conninfo), or many with O(paths).
+  - A path is stored on its client node. A changed O(conninfo) or O(connretry) converges.
   - Each client's catalog is read once, whatever the number of paths.
 extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
@@ -25,17 +25,17 @@ options:
   server:
     description:
       - Node the path leads to (the node whose database the conninfo reaches).
-      - Required unless I(paths) is given.
+      - Required unless O(paths) is given.
     type: int
   client:
     description:
       - Node whose slon uses the path.
-      - Required unless I(paths) is given.
+      - Required unless O(paths) is given.
     type: int
   conninfo:
     description:
       - libpq conninfo the client's slon uses to reach the server. Required when
-        I(state=present).
+        O(state=present).
     type: str
   connretry:
     description: Seconds the client's slon waits before retrying a failed connection.
@@ -49,7 +49,7 @@ options:
   paths:
     description:
       - Several paths at once, each with the options above. Mutually exclusive with
-        I(server), I(client), I(conninfo).
+        O(server), O(client), O(conninfo).
     type: list
     elements: dict
     suboptions:
@@ -62,7 +62,7 @@ options:
         type: int
         required: true
       conninfo:
-        description: libpq conninfo; required when I(state=present).
+        description: libpq conninfo; required when O(state=present).
         type: str
       connretry:
         description: Retry interval in seconds.
@@ -75,7 +75,7 @@ options:
         default: present
 notes:
   - Events travel only once paths exist in both directions, so store a pair in one task
-    (I(paths)); with I(wait=true) the module then waits until every node has confirmed them,
+    (O(paths)); with O(wait=true) the module then waits until every node has confirmed them,
     which needs the slon daemons running.
 seealso:
   - module: dany.slony.slony_node

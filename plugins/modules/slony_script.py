@@ -25,10 +25,10 @@ description:
     error names the statement, its line in the script and PostgreSQL's message.
   - Slony creates no event for a script; the nodes apply it when they process the next
     SYNC of the event node. The module therefore creates a SYNC on the event node and, with
-    I(wait=true), waits until every node (or every I(only_on) node) has confirmed it. When
+    O(wait=true), waits until every node (or every O(only_on) node) has confirmed it. When
     it returns, the script has been applied everywhere.
-  - Without I(key), every run applies the script again. Either write the script so that it
-    can run twice (C(IF NOT EXISTS), C(IF EXISTS)), or give a I(key).
+  - Without O(key), every run applies the script again. Either write the script so that it
+    can run twice (C(IF NOT EXISTS), C(IF EXISTS)), or give a O(key).
   - If a statement fails on another node (its objects differ from the event node's), that
     node's slon retries forever and replication to it stalls until the node is fixed by
     hand; check the script on a copy first, and use check mode, which runs it on the event
@@ -38,7 +38,7 @@ attributes:
   check_mode:
     details:
       - Runs every statement on the event node in a transaction that is rolled back
-        (waiting at most I(lock_timeout) seconds for each lock), so syntax and planning
+        (waiting at most O(lock_timeout) seconds for each lock), so syntax and planning
         errors are reported with the failing statement; returns the SQL and slonik it would
         run and changes nothing.
       - As in any rolled-back PostgreSQL transaction, values the script takes from existing
@@ -49,8 +49,8 @@ attributes:
   idempotent:
     support: partial
     details:
-      - With I(key), a second run reports C(changed=false) and runs nothing.
-      - Without I(key), every run applies the script again and reports C(changed=true).
+      - With O(key), a second run reports C(changed=false) and runs nothing.
+      - Without O(key), every run applies the script again and reports C(changed=true).
 options:
   sql:
     description:
@@ -60,14 +60,14 @@ options:
       - Do not put C(BEGIN), C(COMMIT) or C(ROLLBACK) in it (C(SAVEPOINT) is fine), nor
         statements PostgreSQL cannot run in a transaction (C(VACUUM),
         C(CREATE INDEX CONCURRENTLY)).
-      - Exactly one of I(sql) and I(src) is required.
+      - Exactly one of O(sql) and O(src) is required.
     type: str
   src:
     description:
       - Path of a file holding the SQL script, on the host the module runs on (the
         managed host, often the one the tasks are delegated to), not on the controller.
         Read as UTF-8.
-      - Exactly one of I(sql) and I(src) is required.
+      - Exactly one of O(sql) and O(src) is required.
     type: path
   event_node:
     description:
@@ -75,7 +75,7 @@ options:
         C(EVENT NODE)).
       - Defaults to the lowest node that is the origin of a set - DDL on a set's tables must
         travel with that origin's data - or, when no set exists, the lowest active node.
-        With I(only_on), the default is chosen among the I(only_on) nodes.
+        With O(only_on), the default is chosen among the O(only_on) nodes.
       - Give it explicitly when the cluster has sets with different origins and the script
         changes the tables of another origin than the lowest one.
     type: int
@@ -84,7 +84,7 @@ options:
       - Run the script only on these nodes (slonik's C(EXECUTE ONLY ON)); the other nodes
         receive it but skip it.
       - The event node must be one of them (a Slony rule); the module fails before any
-        change when I(event_node) is not in the list.
+        change when O(event_node) is not in the list.
       - Useful for an index that only a reporting replica needs. Do not change replicated
         tables' columns on some nodes only.
     type: list
@@ -121,7 +121,7 @@ notes:
   - Schema-qualify every name; the search_path of the slon that replays the script may
     differ from yours.
   - The script is returned (C(statements), C(queries), C(slonik)) as it is; only the
-    passwords of I(admin_conninfo) are redacted. Use C(no_log) on a task whose script holds
+    passwords of O(admin_conninfo) are redacted. Use C(no_log) on a task whose script holds
     a secret (C(CREATE ROLE ... PASSWORD)).
 seealso:
   - module: dany.slony.slony_table
@@ -172,13 +172,13 @@ event_node:
   type: int
   sample: 1
 only_on:
-  description: The I(only_on) nodes, sorted, or null for every node.
+  description: The O(only_on) nodes, sorted, or null for every node.
   returned: always
   type: list
   elements: int
   sample: [3]
 nodes:
-  description: The nodes the script runs on (every active node, or I(only_on)).
+  description: The nodes the script runs on (every active node, or O(only_on)).
   returned: always
   type: list
   elements: int
@@ -201,12 +201,12 @@ statements:
       type: str
   sample: [{"index": 1, "line": 1, "sql": "alter table public.customers add column email text;"}]
 checksum:
-  description: SHA-256 of the script after token substitution (recorded with I(key)).
+  description: SHA-256 of the script after token substitution (recorded with O(key)).
   returned: always
   type: str
   sample: 5f0c0d6a1b1e4d1bd7b1f3a8c1c5e1e1b3d0a2a0b9c8d7e6f5a4b3c2d1e0f9a8
 key:
-  description: The I(key), or null.
+  description: The O(key), or null.
   returned: always
   type: str
   sample: 0042_customer_email

@@ -14,13 +14,13 @@ version_added: 0.1.0
 description:
   - Manages the sequences of a replication set (slonik C(SET ADD SEQUENCE),
     C(SET DROP SEQUENCE)), the same way M(dany.slony.slony_table) manages tables.
-  - Sequences are chosen by name (I(sequences)), by regular expression (I(patterns)) and by
-    schema (I(schemas)), minus I(exclude). One query on the set's origin resolves them all.
+  - Sequences are chosen by name (O(sequences)), by regular expression (O(patterns)) and by
+    schema (O(schemas)), minus O(exclude). One query on the set's origin resolves them all.
   - Everything is checked before anything changes, and every problem is reported in one
     error - a missing sequence, a name that is not a sequence, a sequence already in another
     set, an id given twice or already used. When there is any, nothing is changed.
   - Sequence ids (a separate id space from table ids) not given are allocated from the
-    highest sequence id found on every reachable initialised node of I(admin_conninfo), plus
+    highest sequence id found on every reachable initialised node of O(admin_conninfo), plus
     one, in the order of the sequences' names.
   - Names are case-sensitive and must be schema-qualified; parts may be double-quoted.
   - Sequences can be added to a set that has subscribers, the same way as tables (see
@@ -36,7 +36,7 @@ options:
       - C(id) - sequence id, unique over the whole cluster; allocated when not given.
       - C(comment) - comment of the sequence in Slony's catalog, used when it is added (Slony
         cannot change it later). Defaults to the sequence's name, as slonik does.
-      - Explicit entries are not affected by I(exclude).
+      - Explicit entries are not affected by O(exclude).
     type: list
     elements: raw
   patterns:
@@ -45,8 +45,8 @@ options:
         C(schema.name) of every sequence. Not anchored - use C(^...$).
       - System schemas, the cluster's schema and C(dany_slony) (where
         M(dany.slony.slony_script) keeps its log) are skipped.
-      - Sequences found by I(patterns) or I(schemas) get C(replicated sequence) as comment
-        (slonik's default), unless also listed in I(sequences).
+      - Sequences found by O(patterns) or O(schemas) get C(replicated sequence) as comment
+        (slonik's default), unless also listed in O(sequences).
     type: list
     elements: str
 seealso:
@@ -93,7 +93,7 @@ origin:
   sample: 1
 before:
   description:
-    - The managed sequences in the set before the run, sorted by name (with I(exclusive),
+    - The managed sequences in the set before the run, sorted by name (with O(exclusive),
       every sequence of the set).
   returned: always
   type: list

@@ -13,9 +13,9 @@ short_description: Create, drop, lock or unlock a Slony-I replication set
 version_added: 0.1.0
 description:
   - Manages a replication set (slonik C(CREATE SET), C(DROP SET), C(LOCK SET), C(UNLOCK SET)).
-  - An existing set whose origin differs from I(origin) is an error that points to
+  - An existing set whose origin differs from O(origin) is an error that points to
     M(dany.slony.slony_switchover); the module never moves a set silently.
-  - A changed I(comment) converges on every node in I(admin_conninfo) that knows the set
+  - A changed O(comment) converges on every node in O(admin_conninfo) that knows the set
     (Slony has no event for it).
 extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 options:
@@ -43,10 +43,10 @@ options:
       - C(true) locks the set on its origin for a maintenance window (slonik C(LOCK SET)) - the
         tables of the set refuse every write on the origin - and returns once every transaction
         that was running when the lock was taken has ended, as slonik waits. That wait is bounded
-        by I(wait_timeout); on timeout the set is unlocked again and the error names the
+        by O(wait_timeout); on timeout the set is unlocked again and the error names the
         backends still running.
       - C(false) unlocks it (C(UNLOCK SET)); not given, the lock is left as it is.
-      - Only for an existing set and I(state=present).
+      - Only for an existing set and O(state=present).
     type: bool
 seealso:
   - module: dany.slony.slony_table

@@ -12,17 +12,17 @@ module: slony_subscription
 short_description: Subscribe a node to a Slony-I set, change its provider, or unsubscribe it
 version_added: 0.1.0
 description:
-  - Makes I(receiver) a subscriber of set I(set_id), fed by I(provider) (slonik C(SUBSCRIBE SET)).
-  - A different I(provider) on an existing subscription re-subscribes the receiver
+  - Makes O(receiver) a subscriber of set O(set_id), fed by O(provider) (slonik C(SUBSCRIBE SET)).
+  - A different O(provider) on an existing subscription re-subscribes the receiver
     (slonik C(RESUBSCRIBE NODE)); Slony moves every set of the same origin that the receiver
     subscribes to along with it.
-  - A different I(forward) on an existing subscription is changed in place.
-  - With I(wait=true) the module returns only when the receiver has finished copying the set
+  - A different O(forward) on an existing subscription is changed in place.
+  - With O(wait=true) the module returns only when the receiver has finished copying the set
     (its own catalog shows the subscription active and synchronised), which also makes a
     re-run after an interrupted subscription wait for it instead of subscribing again.
-  - With I(state=absent) the receiver is unsubscribed (C(UNSUBSCRIBE SET)); its data stays,
+  - With O(state=absent) the receiver is unsubscribed (C(UNSUBSCRIBE SET)); its data stays,
     its replication triggers are removed.
-  - With I(receivers), several receivers of the set in one task. Providers are subscribed
+  - With O(receivers), several receivers of the set in one task. Providers are subscribed
     before the nodes they feed; every subscription is submitted before the module waits, so
     the copies run at the same time (as after one slonik script of C(SUBSCRIBE SET)s).
 extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
@@ -34,13 +34,13 @@ options:
   receiver:
     description:
       - The subscribing node.
-      - Exactly one of I(receiver) and I(receivers) is required.
+      - Exactly one of O(receiver) and O(receivers) is required.
     type: int
   receivers:
     description:
-      - Several subscribing nodes of I(set_id) at once, instead of I(receiver).
-      - Each entry takes its own I(provider), I(forward) and I(omit_copy); the module-level
-        options of the same names are the defaults. I(state) applies to every entry.
+      - Several subscribing nodes of O(set_id) at once, instead of O(receiver).
+      - Each entry takes its own O(provider), O(forward) and O(omit_copy); the module-level
+        options of the same names are the defaults. O(state) applies to every entry.
     type: list
     elements: dict
     suboptions:
@@ -49,19 +49,19 @@ options:
         type: int
         required: true
       provider:
-        description: As the module's I(provider).
+        description: As the module's O(provider).
         type: int
       forward:
-        description: As the module's I(forward).
+        description: As the module's O(forward).
         type: bool
       omit_copy:
-        description: As the module's I(omit_copy).
+        description: As the module's O(omit_copy).
         type: bool
   provider:
     description:
       - The node the receiver copies from; the set's origin when not given.
       - A provider other than the origin must itself subscribe to the set with
-        I(forward=true); the module waits until that provider has the data.
+        O(forward=true); the module waits until that provider has the data.
     type: int
   forward:
     description:
@@ -131,14 +131,14 @@ RETURN = r'''
 before:
   description:
     - The subscription before the run (C(state=absent) when there was none).
-    - With I(receivers), a list of these, in the order of I(receivers).
+    - With O(receivers), a list of these, in the order of O(receivers).
   returned: always
   type: raw
   sample: {"set": 1, "receiver": 2, "state": "absent"}
 after:
   description:
     - The subscription after the run (in check mode, as it would be).
-    - With I(receivers), a list of these, in the order of I(receivers).
+    - With O(receivers), a list of these, in the order of O(receivers).
   returned: always
   type: raw
   sample: {"set": 1, "receiver": 2, "provider": 1, "forward": true, "state": "present", "complete": true}

@@ -12,26 +12,26 @@ module: slony_switchover
 short_description: Move the origin of Slony-I sets to another node (controlled switchover)
 version_added: 0.1.0
 description:
-  - Makes I(to_node) the origin of set I(set_id), or of every set whose origin is
-    I(from_node), while both nodes work (slonik C(LOCK SET), C(MOVE SET), C(WAIT FOR EVENT)).
+  - Makes O(to_node) the origin of set O(set_id), or of every set whose origin is
+    O(from_node), while both nodes work (slonik C(LOCK SET), C(MOVE SET), C(WAIT FOR EVENT)).
     For a failed origin use M(dany.slony.slony_failover) instead.
   - "Before anything changes, the module checks, and reports every problem it finds in one
     error: the slon daemon of every node runs; there are paths both ways between the old
-    and the new origin; I(to_node) subscribes to each set with forward and has finished
-    copying it; I(to_node) is not behind the old origin by more than I(max_lag_events) /
-    I(max_lag_seconds); no subscription to the set is in progress."
+    and the new origin; O(to_node) subscribes to each set with forward and has finished
+    copying it; O(to_node) is not behind the old origin by more than O(max_lag_events) /
+    O(max_lag_seconds); no subscription to the set is in progress."
   - When the only problem is a slon daemon that is not running, the run first waits up
-    to 15 seconds (at most I(wait_timeout)) for it to run again, and refuses, nothing
+    to 15 seconds (at most O(wait_timeout)) for it to run again, and refuses, nothing
     changed, if it does not. Slon restarts its worker 10 seconds after some events, and
     every switchover makes the slons of the nodes other than the old and the new origin
     do that. Check mode does not wait; it reports that wait in RV(slon_wait).
   - Then it locks each set on the old origin (writes to its tables fail there from this
     moment), waits until every transaction that was running at that moment has ended,
-    moves the sets, and with I(wait=true) waits until every node has confirmed the move,
-    I(to_node) is the origin in its own catalog, and every node has confirmed the
-    C(ACCEPT_SET) event I(to_node) creates when it takes over. Applications must write to
-    I(to_node) from then on.
-  - A set whose origin is I(to_node) already is left alone (C(changed=false)); a move that
+    moves the sets, and with O(wait=true) waits until every node has confirmed the move,
+    O(to_node) is the origin in its own catalog, and every node has confirmed the
+    C(ACCEPT_SET) event O(to_node) creates when it takes over. Applications must write to
+    O(to_node) from then on.
+  - A set whose origin is O(to_node) already is left alone (C(changed=false)); a move that
     an earlier run committed but the cluster has not finished processing is only waited for.
   - A set left locked by an interrupted run is moved by the next run, which reuses the lock
     (it does not lock again). If this module locked a set, or found it locked, and cannot
@@ -48,13 +48,13 @@ attributes:
       - Shows the origin of each set before and after.
   idempotent:
     details:
-      - Once I(to_node) is the origin, a second run with the same arguments reports
+      - Once O(to_node) is the origin, a second run with the same arguments reports
         C(changed=false).
 options:
   set_id:
     description:
       - The set to move. Its current origin is found in the catalogs.
-      - Exactly one of I(set_id) and I(from_node) is required.
+      - Exactly one of O(set_id) and O(from_node) is required.
     type: int
   from_node:
     description:
@@ -68,16 +68,16 @@ options:
     required: true
   max_lag_events:
     description:
-      - Refuse when I(to_node) is more than this many events behind the old origin (from
+      - Refuse when O(to_node) is more than this many events behind the old origin (from
         C(sl_status) on the old origin).
       - An integer, or C(null) to disable the check.
-      - The lag is what I(to_node) must apply before it can take over, and roughly how long
+      - The lag is what O(to_node) must apply before it can take over, and roughly how long
         writes fail during the switchover.
     type: raw
     default: 100
   max_lag_seconds:
     description:
-      - Refuse when the last event I(to_node) confirmed is older than this many seconds
+      - Refuse when the last event O(to_node) confirmed is older than this many seconds
         (C(st_lag_time) of C(sl_status) on the old origin).
       - A number, or C(null) to disable the check.
       - An idle origin creates a SYNC only every C(sync_interval_timeout) (10 s by default),
@@ -87,10 +87,10 @@ options:
 notes:
   - The old origin is locked with C(lockSet), whose wait for older transactions looks at the
     whole PostgreSQL instance of the old origin. A long transaction in any of its databases
-    delays the switchover (and I(wait_timeout) bounds that wait).
+    delays the switchover (and O(wait_timeout) bounds that wait).
   - Sequences that are not in a set are not moved; values of serial columns generated on the
     new origin come from its own sequences.
-  - I(wait_timeout) bounds each wait separately (older transactions, confirmations).
+  - O(wait_timeout) bounds each wait separately (older transactions, confirmations).
 seealso:
   - module: dany.slony.slony_subscription
   - module: dany.slony.slony_sync
@@ -122,7 +122,7 @@ sets:
   description:
     - What happened to each set considered. C(action) is C(move) (locked and moved),
       C(resume) (found locked by an interrupted run, moved), C(in_flight) (moved by an
-      earlier run, waited for) or C(done) (already at I(to_node)).
+      earlier run, waited for) or C(done) (already at O(to_node)).
   returned: always
   type: list
   elements: dict

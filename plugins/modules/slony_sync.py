@@ -12,10 +12,10 @@ module: slony_sync
 short_description: Create a Slony-I SYNC event and wait until other nodes confirm it
 version_added: 0.1.0
 description:
-  - Creates a SYNC event on I(node) (slonik C(SYNC)) and, with I(wait=true), waits until every
-    other active node, or the nodes in I(confirmers), has confirmed it (slonik
+  - Creates a SYNC event on O(node) (slonik C(SYNC)) and, with O(wait=true), waits until every
+    other active node, or the nodes in O(confirmers), has confirmed it (slonik
     C(WAIT FOR EVENT)).
-  - A node confirms a SYNC of I(node) once it has applied everything I(node) committed
+  - A node confirms a SYNC of O(node) once it has applied everything O(node) committed
     before it, so this is a barrier, for example after a batch of writes on the origin,
     after DDL, or before comparing data across nodes.
   - Every run creates a new event and reports C(changed=true); the event changes no data
@@ -40,13 +40,13 @@ options:
     required: true
   confirmers:
     description:
-      - Wait for these nodes only. Every active node other than I(node) when not given.
-      - I(node) itself may be listed; it is ignored. A node that is not an active node of
+      - Wait for these nodes only. Every active node other than O(node) when not given.
+      - O(node) itself may be listed; it is ignored. A node that is not an active node of
         the cluster is an error, as it would never confirm.
     type: list
     elements: int
 notes:
-  - The confirmations reach I(node) through its own slon daemon, so that slon must run
+  - The confirmations reach O(node) through its own slon daemon, so that slon must run
     too; on timeout the error names every node that is behind and the state of its slon.
 seealso:
   - module: dany.slony.slony_switchover

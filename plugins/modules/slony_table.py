@@ -13,25 +13,25 @@ short_description: Add tables to or drop tables from a Slony-I replication set
 version_added: 0.1.0
 description:
   - Manages the tables of a replication set (slonik C(SET ADD TABLE), C(SET DROP TABLE)).
-  - Tables are chosen by name (I(tables)), by regular expression (I(patterns)) and by schema
-    (I(schemas)), minus I(exclude). One query on the set's origin resolves them all, whatever
+  - Tables are chosen by name (O(tables)), by regular expression (O(patterns)) and by schema
+    (O(schemas)), minus O(exclude). One query on the set's origin resolves them all, whatever
     their number.
   - Everything is checked before anything changes, and every problem is reported in one
     error - a missing table, a view, foreign or partitioned table, a table without primary
-    key and without I(key), a I(key) that is not a unique index on NOT NULL columns, a table
-    already in another set, an id given twice or already used, a table of the set with
+    key and without a C(key) in O(tables), a C(key) that is not a unique index on NOT NULL
+    columns, a table already in another set, an id given twice or already used, a table of the set with
     another key or id. When there is any, nothing is changed.
   - Table ids not given are allocated from the highest table id found on every reachable
-    initialised node of I(admin_conninfo), plus one, in the order of the tables' names.
+    initialised node of O(admin_conninfo), plus one, in the order of the tables' names.
   - Names are case-sensitive and must be schema-qualified, as Slony compares them
     (C(public.Orders) is the table created as C("Orders")). Parts may be double-quoted.
   - Tables can be added to a set that has subscribers. Slony-I refuses that, so the module
     does it the way Slony's documentation describes - the tables go into a temporary set on
     the origin (the next free set id; its comment names the set it is for), every receiver
-    subscribes to it from its own provider, with its own I(forward), and once every copy is
-    done the temporary set is merged into the set (slonik C(CREATE SET), C(SET ADD TABLE),
+    subscribes to it from its own provider, with its own C(forward) setting, and once every
+    copy is done the temporary set is merged into the set (slonik C(CREATE SET), C(SET ADD TABLE),
     C(SUBSCRIBE SET), C(MERGE SET)). A run interrupted half-way leaves the temporary set
-    behind; the next run with I(state=present) finds it and finishes it.
+    behind; the next run with O(state=present) finds it and finishes it.
   - Dropping tables from a subscribed set works directly.
 extends_documentation_fragment: [dany.slony.common, dany.slony.set_members, dany.slony.attributes]
 options:
@@ -47,7 +47,7 @@ options:
         the set and adding it again.
       - C(comment) - comment of the table in Slony's catalog, used when the table is added
         (Slony cannot change it later). Defaults to the table's name, as slonik does.
-      - Explicit entries are not affected by I(exclude).
+      - Explicit entries are not affected by O(exclude).
     type: list
     elements: raw
   patterns:
@@ -57,9 +57,9 @@ options:
       - Partitioned parents are never matched (Slony cannot replicate them); their partitions
         are ordinary tables and are. System schemas, the cluster's schema and C(dany_slony)
         (where M(dany.slony.slony_script) keeps its log) are skipped.
-      - Tables found by I(patterns) or I(schemas) get the primary key as key and
+      - Tables found by O(patterns) or O(schemas) get the primary key as key and
         C(replicated table) as comment (slonik's default), unless they are also listed in
-        I(tables).
+        O(tables).
     type: list
     elements: str
 notes:
@@ -121,7 +121,7 @@ origin:
   sample: 1
 before:
   description:
-    - The managed tables in the set before the run, sorted by name (with I(exclusive), every
+    - The managed tables in the set before the run, sorted by name (with O(exclusive), every
       table of the set).
   returned: always
   type: list
