@@ -14,20 +14,20 @@ version_added: 0.1.0
 description:
   - Makes a database a node of a Slony-I cluster, or removes it.
   - The first node of a cluster that does not exist yet is initialised (slonik C(INIT CLUSTER)).
-    Any other node is added through an I(event_node) the way slonik's C(STORE NODE) does it -
+    Any other node is added through an O(event_node) the way slonik's C(STORE NODE) does it -
     the Slony schema is loaded into the new database, which is initialised and given the
     cluster's current configuration, and the cluster is told about it.
   - A half-done earlier attempt (a schema on the new database that the cluster does not know)
     is detected and finished.
-  - With I(state=absent) the node is dropped from the cluster (C(DROP NODE)) and, when its
+  - With O(state=absent) the node is dropped from the cluster (C(DROP NODE)) and, when its
     database is reachable, Slony is uninstalled from it (C(UNINSTALL NODE)).
   - The catalog is read first; nothing is done when the node is already as requested.
-  - With I(nodes), several nodes in one task, in id order. On a new cluster the lowest
+  - With O(nodes), several nodes in one task, in id order. On a new cluster the lowest
     id is initialised and the others are stored through it. Check mode shows that
     order too. The new nodes load the Slony schema at the same time.
-  - With I(repair_config), the node's recorded table and sequence oids are repaired (slonik
+  - With O(repair_config), the node's recorded table and sequence oids are repaired (slonik
     C(REPAIR CONFIG)) when they are stale - after its database was restored from a dump.
-  - With I(nodes) and I(state=absent), the nodes leave together in one C(DROP NODE) event
+  - With O(nodes) and O(state=absent), the nodes leave together in one C(DROP NODE) event
     (slonik's C(drop node (id = '2,3', ...))) through a node that stays, then Slony is
     uninstalled from each reachable one. A listed node may feed other listed nodes; one that
     is the origin of a set, or that feeds a node which stays, is refused before anything
@@ -37,26 +37,26 @@ extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   diff_mode:
     details:
-      - Shows the node as the cluster sees it before and after (with I(nodes), a list).
+      - Shows the node as the cluster sees it before and after (with O(nodes), a list).
 options:
   id:
     description:
-      - Id of the node. It must have an entry in I(admin_conninfo).
-      - Exactly one of I(id) and I(nodes) is required.
+      - Id of the node. It must have an entry in O(admin_conninfo).
+      - Exactly one of O(id) and O(nodes) is required.
     type: int
   nodes:
     description:
-      - Several nodes at once, instead of I(id) (and of I(comment) - each entry has its own).
-      - With I(state=absent) only the C(id) of each entry is used.
+      - Several nodes at once, instead of O(id) (and of O(comment) - each entry has its own).
+      - With O(state=absent) only the C(id) of each entry is used.
     type: list
     elements: dict
     suboptions:
       id:
-        description: Id of the node. It must have an entry in I(admin_conninfo).
+        description: Id of the node. It must have an entry in O(admin_conninfo).
         type: int
         required: true
       comment:
-        description: As the module's I(comment).
+        description: As the module's O(comment).
         type: str
   state:
     description:
@@ -73,18 +73,18 @@ options:
   event_node:
     description:
       - Existing node through which the cluster is told about the change.
-      - Defaults to the lowest-numbered node in I(admin_conninfo), other than I(id) (or the
-        I(nodes) being removed), that is already a node of the cluster.
+      - Defaults to the lowest-numbered node in O(admin_conninfo), other than O(id) (or the
+        O(nodes) being removed), that is already a node of the cluster.
     type: int
   repair_config:
     description:
-      - C(true) checks that the oids node I(id) records for the tables and sequences of the sets
+      - C(true) checks that the oids node O(id) records for the tables and sequences of the sets
         it holds are those of the relations of the same names in its database, and when they are
         not (the database was restored from a dump, or re-created by a tool) runs slonik's
         C(REPAIR CONFIG) there (C(updateReloid), on that node only - the only node it ever
         repairs). Nothing else is changed; nothing is done when the oids are current.
       - Stop the node's slon before restoring its database, and start it after the repair.
-      - Only with I(id) and I(state=present); not with I(comment) or I(event_node).
+      - Only with O(id) and O(state=present); not with O(comment) or O(event_node).
     type: bool
     default: false
 notes:
@@ -155,8 +155,8 @@ RETURN = r'''
 before:
   description:
     - The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
-    - With I(nodes), a list of these, in the order of I(nodes).
-    - With I(repair_config), the node's C(id) and C(stale_relations), the relations whose
+    - With O(nodes), a list of these, in the order of O(nodes).
+    - With O(repair_config), the node's C(id) and C(stale_relations), the relations whose
       recorded oid was stale.
   returned: always
   type: raw
@@ -164,7 +164,7 @@ before:
 after:
   description:
     - The node as it is after the run (in check mode, as it would be).
-    - With I(nodes), a list of these, in the order of I(nodes).
+    - With O(nodes), a list of these, in the order of O(nodes).
   returned: always
   type: raw
   sample: {"id": 2, "state": "present", "comment": "Replica in Lyon", "active": true, "failed": false}
