@@ -23,8 +23,8 @@ How a comparison is made consistent (one *round*, per set origin):
    sees it has exactly the rows the origin had in the SYNC's snapshot. That transaction
    is kept for the reads. The lock is released when every receiver is there, or after
    :data:`HOLD_LIMIT` seconds (a receiver far behind must not keep the origin from
-   creating events for long); a receiver found past the SYNC is compared too, but then
-   only an equal result counts.
+   creating events for long), or at once for the receivers whose slon does not run; a
+   receiver found past the SYNC is compared too, but then only an equal result counts.
 4. The origin's key ranges are planned from the key order on the origin (one index
    scan per range), then every node computes ``count(*)`` and an md5 of the rows' text
    in key order per range, in parallel, each in its pinned snapshot.
@@ -745,6 +745,9 @@ class Comparison:
         cluster = self.cluster
         pins, applied, errors = {}, {}, {}
         waiting = sorted(work)
+        # The hold is for the receivers that can get there: one whose slon does not run
+        # would keep the origin from creating events until the hold limit for nothing.
+        held_for = [n for n in waiting if slon_state(cluster, n) == "running"]
         state = {"hold": hold, "until": self.now() + min(self.hold_limit, self.remaining())}
 
         def release():
@@ -776,7 +779,7 @@ class Comparison:
             if not waiting:
                 release()
                 return pins
-            if state["hold"] is not None and self.now() >= state["until"]:
+            if state["hold"] is not None and (self.now() >= state["until"] or not set(held_for) & set(waiting)):
                 release()
             return Pending([Behind(n, "applied SYNC %s" % (applied.get(n) or "nothing")) for n in waiting])
 

@@ -271,8 +271,9 @@ class FakeCluster:
     namespace = "_shop"
     ns = sql.Identifier("_shop")
 
-    def __init__(self, conns):
+    def __init__(self, conns, slons=()):
         self.conns = conns
+        self.slons = slons
 
     def nodes(self):
         return sorted(self.conns)
@@ -284,7 +285,8 @@ class FakeCluster:
         return self.conns[node]
 
     def fetch(self, node, query, params=None):
-        return [(False,)]       # sl_nodelock: no slon
+        assert "sl_nodelock" in str(query)
+        return [(node in self.slons,)]
 
     def error(self, node, exc, doing=None):
         return SlonyError("node %d: %s" % (node, exc), node=node)
@@ -300,7 +302,7 @@ def test_receivers_are_pinned_when_they_applied_the_sync_and_the_hold_is_release
         return (1, 5000000049, 5000000049) if polls["n"] < 3 else (1, 5000000050, 5000000050)
 
     conns = {1: Conn(None), 2: Conn(node2), 3: Conn(lambda: (1, 5000000060, 5000000060))}
-    run = cmp.Comparison(FakeCluster(conns), timeout=30, clock=clock)
+    run = cmp.Comparison(FakeCluster(conns, slons=(2, 3)), timeout=30, clock=clock)
     run.deadline = clock.now() + 30
     hold = Conn(None)
     pins, missed = run._pin_receivers(1, event, {2: [1], 3: [1]}, hold)
@@ -315,24 +317,27 @@ def test_a_receiver_that_never_applies_the_sync_is_missed_at_the_deadline():
     clock = FakeClock()
     event = Event(1, 5000000050, "SYNC")
     conns = {1: Conn(None), 3: Conn(lambda: (1, 5000000040, 5000000040))}
-    run = cmp.Comparison(FakeCluster(conns), timeout=5, clock=clock, hold_limit=2)
-    run.deadline = clock.now() + 5
-    hold = Conn(None)
-    released_at = []
-    original = hold.close
+    for slons, held, state in (((3,), 2, "running"), ((), 0, "not running")):
+        clock = FakeClock()
+        run = cmp.Comparison(FakeCluster(conns, slons=slons), timeout=5, clock=clock, hold_limit=2)
+        run.deadline = clock.now() + 5
+        hold = Conn(None)
+        released_at = []
+        original = hold.close
 
-    def close():
-        released_at.append(clock.now())
-        original()
+        def close(original=original, released_at=released_at, clock=clock):
+            released_at.append(clock.now())
+            original()
 
-    hold.close = close
-    pins, missed = run._pin_receivers(1, event, {3: [1]}, hold)
-    assert pins == {}
-    assert missed[3] == ("timed out after 5s waiting for node 3 to apply SYNC 5000000050 of node 1; "
-                         "behind: node 3 (applied SYNC 5000000040; slon not running)")
-    assert released_at and released_at[0] - 1000.0 == pytest.approx(2, abs=cmp.RECEIVER_POLL)
-    assert clock.waited == pytest.approx(5)
-    assert all(s <= cmp.RECEIVER_POLL for s in clock.sleeps)
+        hold.close = close
+        pins, missed = run._pin_receivers(1, event, {3: [1]}, hold)
+        assert pins == {}
+        assert missed[3] == ("timed out after 5s waiting for node 3 to apply SYNC 5000000050 of node 1; "
+                             "behind: node 3 (applied SYNC 5000000040; slon %s)" % state)
+        # The origin's events are held until the hold limit, or not at all for a stopped slon.
+        assert released_at and released_at[0] - 1000.0 == pytest.approx(held, abs=cmp.RECEIVER_POLL)
+        assert clock.waited == pytest.approx(5)
+        assert all(s <= cmp.RECEIVER_POLL for s in clock.sleeps)
 
 
 def test_chunk_size_must_be_positive():
