@@ -27,6 +27,8 @@ description:
     order too. The new nodes load the Slony schema at the same time.
   - With O(repair_config), the node's recorded table and sequence oids are repaired (slonik
     C(REPAIR CONFIG)) when they are stale - after its database was restored from a dump.
+  - With O(update_functions), the Slony stored functions of the node (or O(nodes)) are reloaded
+    (slonik C(UPDATE FUNCTIONS)) when the version they report differs from the installed Slony-I.
   - With O(nodes) and O(state=absent), the nodes leave together in one C(DROP NODE) event
     (slonik's C(drop node (id = '2,3', ...))) through a node that stays, then Slony is
     uninstalled from each reachable one. A listed node may feed other listed nodes; one that
@@ -87,6 +89,22 @@ options:
       - Only with O(id) and O(state=present); not with O(comment) or O(event_node).
     type: bool
     default: false
+  update_functions:
+    description:
+      - V(true) compares, on node O(id) (or each of O(nodes)), the version its Slony functions
+        report (C(slonyVersion())) with the version of the Slony-I SQL files installed where the
+        module runs (O(share_dir)), and where they differ does what slonik's
+        C(UPDATE FUNCTIONS) does - in one transaction, loads the functions files, runs
+        C(upgradeSchema(<old version>)) and notifies the node's slon, which restarts itself
+        with the new functions. Check mode lists the nodes that would be upgraded.
+      - Upgrade every node of the cluster in the same run, after installing the new Slony-I
+        packages everywhere (role C(dany.slony.packages)); then make sure each slon runs
+        (role C(dany.slony.slon)).
+      - A node with Slony-I 1.x functions (that needs Slony's C(slony_upgrade_20)) or with
+        functions newer than the installed files is refused, nothing changed.
+      - Only with O(state=present); not with O(comment), O(event_node) or O(repair_config).
+    type: bool
+    default: false
 notes:
   - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
     its slon daemon; until then the other nodes cannot confirm its events.
@@ -141,6 +159,13 @@ EXAMPLES = r'''
     id: 3
     repair_config: true
 
+- name: After upgrading the Slony-I packages, reload the stored functions of every node
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    nodes: [{id: 1}, {id: 2}, {id: 3}]
+    update_functions: true
+
 - name: Remove nodes 4 and 5 together (node 4 feeds only node 5)
   dany.slony.slony_node:
     cluster_name: shop
@@ -158,6 +183,7 @@ before:
     - With O(nodes), a list of these, in the order of O(nodes).
     - With O(repair_config), the node's C(id) and C(stale_relations), the relations whose
       recorded oid was stale.
+    - With O(update_functions), C(id) and the C(version) its functions reported.
   returned: always
   type: raw
   sample: {"id": 2, "state": "absent"}
@@ -179,6 +205,12 @@ slonik:
   returned: always
   type: str
   sample: "cluster name = shop;\nnode 1 admin conninfo = 'host=db1 dbname=shop user=slony';\nstore node (id = 2, comment = 'Replica in Lyon', event node = 1);"
+target_version:
+  description: With O(update_functions), the version of the installed Slony-I SQL files the
+    functions are brought to.
+  returned: with O(update_functions)
+  type: str
+  sample: "2.2.11"
 events:
   description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
@@ -191,6 +223,7 @@ from ansible_collections.dany.slony.plugins.module_utils.nodes import (
     plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
     plan_repair_config)
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.upgrade import plan_update_functions
 
 
 def main():
@@ -204,17 +237,26 @@ def main():
         comment=dict(type="str"),
         event_node=dict(type="int"),
         repair_config=dict(type="bool", default=False),
+        update_functions=dict(type="bool", default=False),
     ), mutually_exclusive=[("id", "nodes"), ("nodes", "comment"), ("repair_config", "nodes"),
-                           ("repair_config", "comment"), ("repair_config", "event_node")],
+                           ("repair_config", "comment"), ("repair_config", "event_node"),
+                           ("update_functions", "comment"), ("update_functions", "event_node"),
+                           ("update_functions", "repair_config")],
         required_one_of=[("id", "nodes")])
     params = slony.params
-    if params["repair_config"] and params["state"] == "absent":
-        slony.fail("repair_config: only with state=present (a node that is removed needs no "
-                   "repair)")
+    for option in ("repair_config", "update_functions"):
+        if params[option] and params["state"] == "absent":
+            slony.fail("%s: only with state=present (a node that is removed needs none)" % option)
 
     def planner(cluster):
         if params["repair_config"]:
             return plan_repair_config(cluster, params["id"])
+        if params["update_functions"]:
+            ids = [params["id"]] if params["nodes"] is None else [e["id"] for e in params["nodes"]]
+            planned = plan_update_functions(cluster, ids, params["share_dir"])
+            if params["nodes"] is None:
+                planned = planned._replace(before=planned.before[0], after=planned.after[0])
+            return planned
         if params["nodes"] is not None:
             if params["state"] == "absent":
                 return plan_nodes_absent(cluster, [e["id"] for e in params["nodes"]],

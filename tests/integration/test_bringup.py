@@ -6,10 +6,7 @@ real run (changed), then the same run again (changed=false).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -227,77 +224,3 @@ def test_cascade_unsubscribe_and_drop_node(fresh_db, slons):
         assert db.query(node, 'select no_id from "_lab".sl_node order by 1') == [(1,), (3,)]
         assert db.query(node, 'select count(*) from "_lab".sl_path where 2 in (pa_server, pa_client)') == [(0,)]
     assert db.scalar(2, "select count(*) from pg_namespace where nspname = '_lab'") == 0
-
-
-def test_a_forwarder_and_its_receiver_leave_in_one_drop_node(fresh_db, slons):
-    """slony_node nodes + state=absent: node 2 feeds node 3; alone it is refused, with
-    node 3 both go in one DROP NODE event and are uninstalled; node 1 carries on."""
-    db = fresh_db
-    bring_up(db, slons, subscribers=(2, 3), providers={3: 2})
-    before = settled_dump(db, CLUSTER)
-    refused = run_module("slony_node", common(db, nodes=[{"id": 2}], state="absent"),
-                         expect_failure=True)
-    assert "node 2 is still the data provider of node 3 for set 1" in refused.msg
-    refused = run_module("slony_node", common(db, nodes=[{"id": 1}, {"id": 2}], state="absent"),
-                         expect_failure=True)
-    assert "node 1 is the origin of set(s) 1" in refused.msg
-    # Every problem at once; node 1 feeding node 2 is none (node 2 goes too).
-    assert "node 2 is still the data provider of node 3 for set 1" in refused.msg
-    assert "node 1 is still the data provider" not in refused.msg
-    assert dump(db, CLUSTER) == before
-
-    gone = converge(db, "slony_node", {"nodes": [{"id": 3}, {"id": 2}], "state": "absent"})
-    assert [e["type"] for e in gone.result["events"]] == ["DROP_NODE"]
-    assert "drop node (id = '3,2', event node = 1);" in gone.result["slonik"]
-    assert [v["state"] for v in gone.result["before"]] == ["present", "present"]
-    assert db.query(1, 'select no_id from "_lab".sl_node order by 1') == [(1,)]
-    assert db.query(1, 'select count(*) from "_lab".sl_subscribe') == [(0,)]
-    for node in (2, 3):
-        assert db.scalar(node, "select count(*) from pg_namespace where nspname = '_lab'") == 0
-        assert db.scalar(node, "select count(*) from pg_trigger where tgname like '_lab_%'") == 0
-    db.query(1, "insert into public.products (sku, name, price) values ('D-1', 'alone', 1)")
-    assert db.scalar(1, "select count(*) from public.products where sku = 'D-1'") == 1
-
-
-def test_repair_config_after_a_subscriber_is_restored_from_a_dump(fresh_db, slons, tmp_path):
-    """Node 2's database is dumped, dropped and restored (new oids): slony_node
-    repair_config runs REPAIR CONFIG there, and replication to node 2 carries on."""
-    db = fresh_db
-    bring_up(db, slons, subscribers=(2,))
-    nothing = run_module("slony_node", common(db, id=2, repair_config=True))
-    assert not nothing.changed and nothing.result["before"]["stale_relations"] == []
-
-    slons.stop(2)
-    lab = db.lab
-    dump_file = tmp_path / "node2.dump"
-    env = dict(os.environ, PGPASSWORD=lab.password)
-    base = ["-h", "127.0.0.1", "-p", str(lab.port(2)), "-U", lab.user]
-    subprocess.run([_pg_tool("pg_dump"), *base, "-Fc", "-f", str(dump_file), db.dbname],
-                   env=env, check=True)
-    lab.query(2, "drop database %s with (force)" % db.dbname, dbname="postgres")
-    lab.query(2, "create database %s template template0" % db.dbname, dbname="postgres")
-    subprocess.run([_pg_tool("pg_restore"), *base, "-d", db.dbname, "--exit-on-error",
-                    str(dump_file)], env=env, check=True)
-    stale = db.scalar(2, 'select count(*) from "_lab".sl_table t where t.tab_reloid <> '
-                         "(t.tab_nspname || '.' || t.tab_relname)::regclass::oid")
-    assert stale == len(TABLES)
-
-    repaired = converge(db, "slony_node", {"id": 2, "repair_config": True})
-    assert sorted(repaired.result["before"]["stale_relations"]) == sorted(
-        TABLES + ["public.invoice_number_seq"])
-    assert "repair config (set id = 1, event node = 2, execute only on = 2);" in \
-        repaired.result["slonik"]
-    assert db.scalar(2, 'select count(*) from "_lab".sl_table t where t.tab_reloid <> '
-                        "(t.tab_nspname || '.' || t.tab_relname)::regclass::oid") == 0
-    slons.start(2)
-    db.query(1, "insert into public.customers (name) values ('after the restore')")
-    expected = db.query(1, "select id, name from public.customers order by id")
-    assert wait_for_rows(db, 2, "select id, name from public.customers order by id",
-                         expected) == expected
-
-
-def _pg_tool(name):
-    """The PostgreSQL client program of the lab's major version."""
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/" + name), reverse=True):
-        return str(candidate)
-    return name
