@@ -2,7 +2,7 @@
 difference found exactly, undecided when a receiver's slon is stopped.
 
 One cluster for the whole file (3 nodes, node 3 cascaded from node 2), built with the
-Python API: the sample tables, a 60 000-row table and a table with a two-column key.
+Python API: the sample tables, a 50 000-row table and a table with a two-column key.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ansible_run import run_module
 from lab import FreshDatabase, SlonFleet, unique_dbname, wait_until
 
 CLUSTER = "cmp"
-BIG_ROWS = 60000
+BIG_ROWS = 50000
 CHUNK = 2000
 TABLES = ["public.customers", "public.products", "public.orders", "billing.invoices",
           "public.big", "public.pairs"]
