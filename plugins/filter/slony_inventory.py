@@ -149,6 +149,11 @@ _value:
       sample: [vault_slony_db_password]
 '''
 
+try:
+    from collections.abc import Mapping
+except ImportError:  # pragma: no cover - Python 2 is not supported by the collection
+    Mapping = dict
+
 from ansible.errors import AnsibleFilterError
 from ansible.utils.unsafe_proxy import wrap_var
 
@@ -164,7 +169,7 @@ def slony_inventory(facts, password_variable="vault_slony_db_password", host_nam
                     node_vars=None, admin_conninfo=None, localhost=True):
     if not HAS_PSYCOPG2:
         raise AnsibleFilterError("the dany.slony.slony_inventory filter needs psycopg2 on the controller")
-    if not isinstance(facts, dict):
+    if not isinstance(facts, Mapping):
         raise AnsibleFilterError("dany.slony.slony_inventory expects the result of dany.slony.slony_info")
     try:
         adoption = adopt(dict(facts), password_variable=password_variable, host_names=host_names,
