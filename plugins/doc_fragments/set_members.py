@@ -57,6 +57,16 @@ options:
         chosen by the module's list of names, O(patterns) and O(schemas).
     type: bool
     default: false
+  move:
+    description:
+      - With O(state=present), an object chosen that is in another set is moved into this set
+        (slonik C(SET MOVE TABLE) / C(SET MOVE SEQUENCE)) instead of being refused. Slony moves
+        objects only between two sets with the same origin and the same subscribers; anything
+        else is refused, naming the object and the difference, before anything changes.
+      - The move waits first, whatever O(wait), until no subscription of either set is in
+        progress (a receiver still copying would otherwise receive duplicate rows).
+    type: bool
+    default: false
 notes:
   - Adds run on the set's origin after one SYNC, as slonik does, the add calls of one run in
     one transaction (batches of up to 500). With O(wait=true) the module waits until every

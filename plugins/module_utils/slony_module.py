@@ -43,11 +43,12 @@ def set_members_main(option, planner):
         exclude=dict(type="list", elements="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         exclusive=dict(type="bool", default=False),
+        move=dict(type="bool", default=False),
     )
     spec[option] = dict(type="list", elements="raw")
     slony = SlonyModule(spec, required_one_of=[(option, "patterns", "schemas")])
     params = slony.params
-    names = (option, "origin", "patterns", "schemas", "exclude", "state", "exclusive")
+    names = (option, "origin", "patterns", "schemas", "exclude", "state", "exclusive", "move")
     slony.run(lambda cluster: planner(cluster, params["set_id"],
                                       **dict((name, params[name]) for name in names)))
 

@@ -75,6 +75,11 @@ TABLES = MemberKind("table", "tables", "r", "sl_table", "tab", "setAddTable", "s
                     "tables", "replicated table", True)
 SEQUENCES = MemberKind("sequence", "sequences", "S", "sl_sequence", "seq", "setAddSequence",
                        "setDropSequence", "sequences", "replicated sequence", False)
+MOVE_FUNCTIONS = {"table": "setMoveTable", "sequence": "setMoveSequence"}
+
+# Another set of the cluster as the origin sees it, for SET MOVE TABLE / SEQUENCE: its
+# origin and the nodes subscribed to it.
+OtherSet = namedtuple("OtherSet", "origin receivers")
 
 # One requested object, as the user wrote it.
 Entry = namedtuple("Entry", "schema name id key comment")
@@ -316,9 +321,28 @@ def _addition(kind, cand, entry, label):
             "key": key, "comment": comment}, None
 
 
-def _present_members(kind, namespace, set_id, entries, candidates, members_by_id, pending_id):
-    """(to_add, keep, problems) for state=present. Pure."""
-    to_add, keep, problems = [], [], []
+def _move_problem(kind, set_id, origin, receivers, cand, label, other_sets):
+    """Why ``cand`` (a member of another set) cannot move into set ``set_id``, or None:
+    slonik's SET MOVE TABLE / SEQUENCE needs both sets on the same origin with the same
+    subscribers. Pure."""
+    other = other_sets.get(cand.member_set)
+    if other is None or other.origin != origin:
+        return ("%s is in set %d, whose origin is %s, not node %d: it cannot move into set %d"
+                % (label, cand.member_set, "unknown" if other is None else "node %d" % other.origin,
+                   origin, set_id))
+    if sorted(other.receivers) != sorted(receivers):
+        return ("%s is in set %d, subscribed by node(s) %s, and set %d by node(s) %s: Slony "
+                "moves a %s only between sets with the same subscribers" % (
+                    label, cand.member_set, ", ".join(map(str, sorted(other.receivers))) or "none",
+                    set_id, ", ".join(map(str, sorted(receivers))) or "none", kind.noun))
+    return None
+
+
+def _present_members(kind, namespace, set_id, entries, candidates, members_by_id, pending_id,
+                     move=None):
+    """(to_add, keep, to_move, problems) for state=present. ``move``: None, or (origin,
+    receivers of the set, {set id: OtherSet}) to move members of other sets in. Pure."""
+    to_add, keep, to_move, problems = [], [], [], []
     for cand in candidates:
         entry = entries[cand.index] if cand.index is not None else None
         label = fq_name(cand.schema, cand.name)
@@ -328,8 +352,14 @@ def _present_members(kind, namespace, set_id, entries, candidates, members_by_id
         elif pending_id is not None and cand.member_set == pending_id:
             # Already on its way in, through the temporary set of an earlier run.
             keep.append(_member_from(kind, cand))
+        elif cand.member_set is not None and cand.member_set != set_id and move is not None:
+            problem = _move_problem(kind, set_id, move[0], move[1], cand, label, move[2])
+            if problem:
+                problems.append(problem)
+            else:
+                to_move.append(cand)
         elif cand.member_set is not None and cand.member_set != set_id:
-            problems.append("%s is already in set %d (as %s id %d)" % (
+            problems.append("%s is already in set %d (as %s id %d); move=true moves it" % (
                 label, cand.member_set, kind.noun, cand.member_id))
         elif cand.member_set == set_id:
             problems.extend(_member_mismatches(kind, set_id, cand, entry, label))
@@ -340,7 +370,7 @@ def _present_members(kind, namespace, set_id, entries, candidates, members_by_id
                 problems.append(problem)
             else:
                 to_add.append(add)
-    return to_add, keep, problems
+    return to_add, keep, to_move, problems
 
 
 def _allocate_ids(kind, to_add, usage):
@@ -376,7 +406,8 @@ def _allocate_ids(kind, to_add, usage):
 
 def plan_members(kind, namespace, set_id, origin, entries, candidates, members, receivers,
                  id_usage=NO_IDS, state="present", exclusive=False, problems=(),
-                 missing_schemas=(), subscriptions=None, pending=None, new_set_id=None):
+                 missing_schemas=(), subscriptions=None, pending=None, new_set_id=None,
+                 move=False, other_sets=None):
     """Plan the tables (or sequences) of set ``set_id``. Pure.
 
     ``entries``: the explicit list (normalised); ``candidates``: every object resolved
@@ -389,6 +420,8 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
     temporary set of an earlier, interrupted live addition, if any; ``new_set_id``: the
     id a new temporary set gets.
     Adding to a subscribed set is done live (see :func:`build_live_plan`).
+    ``move``: members of other sets (``other_sets``: {set id: :class:`OtherSet`}) are
+    moved into the set (SET MOVE TABLE / SEQUENCE) instead of refused.
     Returns :class:`plan.Planned`; raises one SlonyError listing every problem.
     """
     if subscriptions is None:
@@ -398,7 +431,7 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
     members = sorted(members, key=lambda m: (m.schema, m.name))
     members_by_id = dict((m.id, m) for m in members)
     candidates = sorted(candidates, key=lambda c: (c.schema, c.name))
-    to_add, to_drop = [], []
+    to_add, to_drop, to_move = [], [], []
 
     if state == "absent":
         to_drop = _absent_drops(set_id, candidates, members_by_id,
@@ -407,9 +440,14 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
         after = []
     else:
         problems += ["schema %s does not exist" % quote_part(s) for s in missing_schemas]
-        to_add, keep, found = _present_members(kind, namespace, set_id, entries, candidates,
-                                               members_by_id, pending_id)
+        moving = (origin, receivers, other_sets or {}) if move else None
+        to_add, keep, to_move, found = _present_members(kind, namespace, set_id, entries,
+                                                        candidates, members_by_id, pending_id,
+                                                        moving)
         problems += found
+        if to_move and to_add and subscriptions:
+            problems.append("moving %s and adding new ones to a subscribed set in one task is "
+                            "not supported: move them first, then add" % kind.option)
         if exclusive:
             kept_ids = set(k.id for k in keep)
             to_drop = [m for m in members if m.id not in kept_ids]
@@ -419,9 +457,17 @@ def plan_members(kind, namespace, set_id, origin, entries, candidates, members, 
         before = [member_view(kind, m) for m in (members if exclusive else keep)
                   if pending_id is None or m.set != pending_id]
         after = [member_view(kind, k) for k in keep] + [_added_view(kind, a) for a in to_add]
+        for cand in to_move:
+            view = member_view(kind, _member_from(kind, cand))
+            before.append(dict(view, set=cand.member_set))
+            after.append(dict(view, set=set_id))
 
     if problems:
         raise problems_error(kind.option, set_id, problems, origin)
+    if to_move:
+        plan = build_move_plan(kind, namespace, set_id, origin, to_move)
+        plan.extend(build_plan(kind, namespace, set_id, origin, to_add, to_drop).steps)
+        return Planned(plan, _sorted_views(before), _sorted_views(after))
 
     if subscriptions and (to_add or pending is not None):
         plan = build_plan(kind, namespace, set_id, origin, [], to_drop)
@@ -496,6 +542,28 @@ def build_plan(kind, namespace, set_id, origin, to_add, to_drop):
     if plan:
         plan.add(wait(origin, "wait until every node has confirmed the %s changes of set %d"
                               % (kind.noun, set_id)))
+    return plan
+
+
+def build_move_plan(kind, namespace, set_id, origin, to_move):
+    """SET MOVE TABLE / SEQUENCE of ``to_move`` (candidates in other sets) into set
+    ``set_id``: first wait until no subscription of either set is in progress (a receiver
+    still copying would otherwise get duplicate rows), then one move event per member,
+    then one wait. Pure."""
+    ns = sql.Identifier(namespace)
+    plan = Plan()
+    function = MOVE_FUNCTIONS[kind.noun]
+    for other in sorted(set(c.member_set for c in to_move)):
+        plan.add(merge_ready_wait(origin, set_id, other))
+    for cand in sorted(to_move, key=lambda c: c.member_id):
+        label = fq_name(cand.schema, cand.name)
+        plan.add(call(ns, origin, function, (cand.member_id, set_id),
+                      "move %s %s (id %d) from set %d to set %d" % (
+                          kind.noun, label, cand.member_id, cand.member_set, set_id),
+                      slonik="set move %s (origin = %d, id = %d, new set = %d);" % (
+                          kind.noun, origin, cand.member_id, set_id)))
+    plan.add(wait(origin, "wait until every node has moved the %s(s) into set %d"
+                          % (kind.noun, set_id)))
     return plan
 
 
@@ -805,7 +873,8 @@ def read_id_usage(cluster, kind, origin, snaps, explicit_ids):
 # the id a new temporary set gets; and the ids in use cluster-wide (NO_IDS when nothing
 # can be added).
 MemberFacts = namedtuple("MemberFacts", "origin candidates missing_schemas members "
-                                        "subscriptions receivers pending new_set_id id_usage")
+                                        "subscriptions receivers pending new_set_id id_usage "
+                                        "other_sets")
 
 
 def _may_add(kind, candidates):
@@ -830,11 +899,13 @@ def read_members(cluster, kind, set_id, origin, entries, patterns=(), schemas=()
         origin, candidates, missing_schemas,
         [m for m in getattr(snap, kind.snapshot_attr).values() if m.set == set_id],
         [sub for sub in snap.subscriptions.values() if sub.set == set_id],
-        snap.receivers(set_id), pending, max([0] + list(snap.sets)) + 1, id_usage)
+        snap.receivers(set_id), pending, max([0] + list(snap.sets)) + 1, id_usage,
+        dict((s.id, OtherSet(s.origin, snap.receivers(s.id))) for s in snap.sets.values()
+             if s.id != set_id))
 
 
 def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=None,
-                     schemas=None, exclude=None, state="present", exclusive=False):
+                     schemas=None, exclude=None, state="present", exclusive=False, move=False):
     """Plan the tables / sequences of a set: validate the input, read
     (:func:`read_members`), then decide (:func:`plan_members`). Returns
     :class:`plan.Planned`."""
@@ -843,6 +914,8 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
         raise SlonyError("state must be present or absent, not %r" % (state,))
     if exclusive and state != "present":
         raise SlonyError("exclusive only applies to state=present")
+    if move and state != "present":
+        raise SlonyError("move only applies to state=present")
     entries, problems = normalize_entries(kind, entries)
     patterns = _string_list(patterns, "patterns")
     schemas = _string_list(schemas, "schemas")
@@ -853,12 +926,13 @@ def plan_set_members(cluster, kind, set_id, origin=None, entries=None, patterns=
         kind, cluster.namespace, set_id, facts.origin, entries, facts.candidates,
         facts.members, facts.receivers, facts.id_usage, state=state, exclusive=exclusive,
         problems=problems, missing_schemas=facts.missing_schemas,
-        subscriptions=facts.subscriptions, pending=facts.pending, new_set_id=facts.new_set_id)
+        subscriptions=facts.subscriptions, pending=facts.pending, new_set_id=facts.new_set_id,
+        move=move, other_sets=facts.other_sets)
     return Planned(plan, before, after, {"origin": facts.origin})
 
 
 def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schemas=None,
-                exclude=None, state="present", exclusive=False):
+                exclude=None, state="present", exclusive=False, move=False):
     """Tables of set ``set_id`` (SET ADD TABLE / SET DROP TABLE).
 
     Usable as a library, e.g. from a migration that creates a table::
@@ -868,11 +942,11 @@ def plan_tables(cluster, set_id, origin=None, tables=None, patterns=None, schema
             execute_plan(cluster, plan)   # or show render_step(...) for a dry run
     """
     return plan_set_members(cluster, TABLES, set_id, origin, tables, patterns, schemas,
-                            exclude, state, exclusive)
+                            exclude, state, exclusive, move)
 
 
 def plan_sequences(cluster, set_id, origin=None, sequences=None, patterns=None, schemas=None,
-                   exclude=None, state="present", exclusive=False):
+                   exclude=None, state="present", exclusive=False, move=False):
     """Sequences of set ``set_id`` (SET ADD SEQUENCE / SET DROP SEQUENCE)."""
     return plan_set_members(cluster, SEQUENCES, set_id, origin, sequences, patterns, schemas,
-                            exclude, state, exclusive)
+                            exclude, state, exclusive, move)

@@ -104,6 +104,14 @@ EXAMPLES = r'''
     tables: [public.products, public.prices]
     exclusive: true
 
+- name: Move public.prices from set 2 into set 1 (same origin, same subscribers)
+  dany.slony.slony_table:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    set_id: 1
+    tables: [public.prices]
+    move: true
+
 - name: Stop replicating a table
   dany.slony.slony_table:
     cluster_name: shop

@@ -121,3 +121,34 @@ def test_update_functions_reloads_only_the_node_that_reports_an_older_version(fr
     expected = db.query(1, "select id, name from public.customers order by id")
     assert wait_for_rows(db, 2, "select id, name from public.customers order by id",
                          expected) == expected
+
+
+def test_set_move_table_between_sets_with_the_same_subscribers(fresh_db, slons):
+    """slony_table move: public.moving goes from set 2 to set 1 once both sets have the
+    same subscribers (refused before, nothing changed); the rows keep replicating."""
+    db = fresh_db
+    for node in (1, 2, 3):
+        db.query(node, "create table public.moving (id int primary key, v text)")
+    bring_up(db, slons, subscribers=(2, 3))
+    converge(db, "slony_set", {"id": 2, "origin": 1, "comment": "moving"})
+    converge(db, "slony_table", {"set_id": 2, "tables": ["public.moving"]})
+    converge(db, "slony_subscription", {"set_id": 2, "receiver": 2})
+    before = settled_dump(db, CLUSTER)
+    refused = run_module("slony_table", common(db, set_id=1, tables=["public.moving"], move=True),
+                         expect_failure=True)
+    assert ("public.moving is in set 2, subscribed by node(s) 2, and set 1 by node(s) 2, 3"
+            in refused.msg)
+    assert dump(db, CLUSTER) == before
+    converge(db, "slony_subscription", {"set_id": 2, "receiver": 3})
+
+    moved = converge(db, "slony_table", {"set_id": 1, "tables": ["public.moving"], "move": True})
+    assert "set move table (origin = 1, id = " in moved.result["slonik"]
+    assert [e["type"] for e in moved.result["events"]][-1] == "SET_MOVE_TABLE"
+    assert moved.result["before"][0]["set"] == 2 and moved.result["after"][0]["set"] == 1
+    for node in (1, 2, 3):
+        assert db.query(node, 'select tab_set from "_lab".sl_table where tab_relname = '
+                              "'moving'") == [(1,)]
+    db.query(1, "insert into public.moving values (1, 'moved')")
+    for node in (2, 3):
+        assert wait_for_rows(db, node, "select id, v from public.moving", [(1, "moved")]) == [
+            (1, "moved")]

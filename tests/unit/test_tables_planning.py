@@ -503,3 +503,52 @@ def test_merge_ready_wait_ends_as_soon_as_nothing_is_in_progress():
     step.run(cluster, step, RunContext(timeout=6, clock=clock))
     assert cluster.count("isSubscriptionInProgress") == 3 and len(clock.sleeps) == 2
     assert cluster.fetches[0][2] == (1, 7)
+
+
+# -- SET MOVE TABLE / SEQUENCE ----------------------------------------------------------
+
+def _in_set_2(**extra):
+    return table("public", "prices", index=0, member_id=7, member_set=2,
+                 member_key="prices_pkey", member_comment="public.prices", **extra)
+
+
+def test_a_table_of_another_set_is_refused_unless_move():
+    with pytest.raises(SlonyError) as info:
+        plan(entries=["public.prices"], candidates=[_in_set_2()])
+    assert "public.prices is already in set 2 (as table id 7); move=true moves it" in str(info.value)
+
+
+def test_move_waits_for_both_sets_then_moves_by_id():
+    from ansible_collections.dany.slony.plugins.module_utils.tables import OtherSet
+    planned = plan(entries=["public.prices"], candidates=[_in_set_2()], receivers=[2, 3],
+                   move=True, other_sets={2: OtherSet(1, [3, 2])})
+    steps = planned.plan.steps
+    assert [(s.kind, s.function, s.args) for s in steps] == [
+        ("wait", None, ()), (EVENT, "setMoveTable", (7, 1)), ("wait", None, ())]
+    assert steps[0].required and "no subscription of set 1 or 2 in progress" in steps[0].description
+    assert planned.plan.slonik() == ["set move table (origin = 1, id = 7, new set = 1);"]
+    assert planned.before == [{"id": 7, "name": "public.prices", "key": "prices_pkey",
+                               "comment": "public.prices", "set": 2}]
+    assert planned.after[0]["set"] == 1
+
+
+def test_move_is_refused_between_sets_of_other_origins_or_subscribers():
+    from ansible_collections.dany.slony.plugins.module_utils.tables import OtherSet
+    with pytest.raises(SlonyError) as info:
+        plan(entries=["public.prices"], candidates=[_in_set_2()], receivers=[2, 3], move=True,
+             other_sets={2: OtherSet(1, [2])})
+    assert ("public.prices is in set 2, subscribed by node(s) 2, and set 1 by node(s) 2, 3: "
+            "Slony moves a table only between sets with the same subscribers") in str(info.value)
+    with pytest.raises(SlonyError) as info:
+        plan(entries=["public.prices"], candidates=[_in_set_2()], move=True,
+             other_sets={2: OtherSet(4, [])})
+    assert "public.prices is in set 2, whose origin is node 4, not node 1" in str(info.value)
+
+
+def test_a_moved_sequence_uses_set_move_sequence():
+    from ansible_collections.dany.slony.plugins.module_utils.tables import OtherSet
+    seq = candidate(index=0, schema="public", name="s", relkind="S", member_id=4, member_set=2,
+                    member_comment="public.s")
+    planned = plan(entries=["public.s"], candidates=[seq], kind=SEQUENCES, move=True,
+                   other_sets={2: OtherSet(1, [])})
+    assert event_calls(planned.plan) == [("setMoveSequence", (4, 1))]
