@@ -38,7 +38,9 @@ from .errors import SlonyError
 from .events import event_dict
 from .info import gather, select_sections
 from .names import validate_node_id
-from .nodes import plan_node_absent, plan_node_present, plan_nodes_present
+from .compare import DEFAULT_CHUNK_SIZE, compare as compare_data
+from .nodes import (plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
+                    plan_repair_config)
 from .paths import DEFAULT_CONNRETRY, plan_paths
 from .plan import WAIT, execute_plan, render_step
 from .script import plan_script
@@ -47,6 +49,7 @@ from .slonik import preamble as slonik_preamble
 from .subscriptions import plan_subscription, plan_subscriptions
 from .sync import plan_sync
 from .tables import plan_sequences, plan_tables
+from .upgrade import plan_update_functions
 from .waits import DEFAULT_TIMEOUT
 
 __version__ = "0.1.0"
@@ -260,6 +263,24 @@ class Cluster:
         """DROP NODE (through ``event_node``), then uninstall the node's Slony schema."""
         return self.run(lambda core: plan_node_absent(core, node, event_node), dry_run, wait)
 
+    def drop_nodes(self, nodes, event_node=None, dry_run=False, wait=None):
+        """Several nodes leave in one DROP NODE event (a node may feed other listed nodes;
+        an origin, or a node feeding a node that stays, is refused), then each reachable
+        one is uninstalled."""
+        return self.run(lambda core: plan_nodes_absent(core, list(nodes), event_node),
+                        dry_run, wait)
+
+    def repair_config(self, node, dry_run=False, wait=None):
+        """REPAIR CONFIG on ``node`` when the table and sequence oids it records are stale
+        (its database was restored from a dump)."""
+        return self.run(lambda core: plan_repair_config(core, node), dry_run, wait)
+
+    def update_functions(self, nodes=None, share_dir=None, dry_run=False, wait=None):
+        """UPDATE FUNCTIONS on the nodes (default: every node) whose Slony functions report
+        another version than the installed Slony-I SQL files; their slons restart."""
+        ids = self.node_ids if nodes is None else list(nodes)
+        return self.run(lambda core: plan_update_functions(core, ids, share_dir), dry_run, wait)
+
     # -- paths --------------------------------------------------------------------------
     def store_path(self, server, client, conninfo=None, connretry=DEFAULT_CONNRETRY,
                    dry_run=False, wait=None):
@@ -287,6 +308,17 @@ class Cluster:
     def create_set(self, set_id, origin, comment=None, dry_run=False, wait=None):
         """CREATE SET ``set_id`` on ``origin`` (refuses a set that has another origin)."""
         return self.run(lambda core: plan_set(core, set_id, origin, comment, "present"),
+                        dry_run, wait)
+
+    def lock_set(self, set_id, origin, dry_run=False, wait=None):
+        """LOCK SET on the origin; returns once the transactions older than the lock have
+        ended (within ``wait_timeout``; on timeout the set is unlocked again)."""
+        return self.run(lambda core: plan_set(core, set_id, origin, None, "present", True),
+                        dry_run, wait)
+
+    def unlock_set(self, set_id, origin, dry_run=False, wait=None):
+        """UNLOCK SET on the origin."""
+        return self.run(lambda core: plan_set(core, set_id, origin, None, "present", False),
                         dry_run, wait)
 
     def drop_set(self, set_id, origin, dry_run=False, wait=None):
@@ -323,6 +355,19 @@ class Cluster:
         """SET DROP SEQUENCE."""
         return self.run(lambda core: plan_sequences(
             core, set_id, origin, sequences, patterns, schemas, exclude, "absent"),
+            dry_run, wait)
+
+    def set_move_table(self, set_id, tables, origin=None, dry_run=False, wait=None):
+        """SET MOVE TABLE: ``tables`` (names, as in :meth:`set_add_table`) of another set
+        with the same origin and subscribers move into set ``set_id``."""
+        return self.run(lambda core: plan_tables(
+            core, set_id, origin, tables, None, None, None, "present", False, True),
+            dry_run, wait)
+
+    def set_move_sequence(self, set_id, sequences, origin=None, dry_run=False, wait=None):
+        """SET MOVE SEQUENCE, as :meth:`set_move_table`."""
+        return self.run(lambda core: plan_sequences(
+            core, set_id, origin, sequences, None, None, None, "present", False, True),
             dry_run, wait)
 
     # -- subscriptions ------------------------------------------------------------------
@@ -377,6 +422,15 @@ class Cluster:
         unreplicated tables); ``sections`` filters them as the module's ``filter``."""
         with self.connect() as core:
             return gather(core, select_sections(sections or []))
+
+    def compare(self, nodes=None, sets=None, tables=None, sequences=True,
+                chunk_size=DEFAULT_CHUNK_SIZE):
+        """The data comparison of ``dany.slony.slony_compare``; returns its result dict
+        (``equal``, ``differences``, ``undecided``, ``tables``, ``sequences``, ...). Bounded
+        by ``wait_timeout``; creates one SYNC per round and changes nothing else."""
+        with self.connect() as core:
+            return compare_data(core, nodes, sets, tables, sequences, chunk_size,
+                                timeout=self.wait_timeout, clock=self.clock)
 
     def export_inventory(self, password_variable=DEFAULT_PASSWORD_VARIABLE, host_names=None,
                          node_vars=None, localhost=True):

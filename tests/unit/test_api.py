@@ -231,3 +231,33 @@ def test_export_inventory_reads_the_adoption_sections_and_masks_the_admin_connin
     assert "s3cret" not in adoption["text"]
     assert yaml.safe_load(adoption["text"])["all"]["vars"]["slony_sets"][0]["tables"] == [
         {"name": "public.t", "id": 4, "key": "t_pkey"}]
+
+
+@pytest.mark.parametrize("call, planner, expected", [
+    (lambda c: c.drop_nodes([3, 2]), "plan_nodes_absent", ([3, 2], None)),
+    (lambda c: c.repair_config(2), "plan_repair_config", (2,)),
+    (lambda c: c.update_functions(), "plan_update_functions", ([1, 2], None)),
+    (lambda c: c.lock_set(1, 1), "plan_set", (1, 1, None, "present", True)),
+    (lambda c: c.unlock_set(1, 1), "plan_set", (1, 1, None, "present", False)),
+    (lambda c: c.set_move_table(1, ["public.t"]), "plan_tables",
+     (1, None, ["public.t"], None, None, None, "present", False, True)),
+    (lambda c: c.set_move_sequence(1, ["public.s"]), "plan_sequences",
+     (1, None, ["public.s"], None, None, None, "present", False, True)),
+])
+def test_day_two_calls_plan_with_the_core_planners(monkeypatch, call, planner, expected):
+    cluster = api.Cluster("shop", NODES)
+    seen = []
+    monkeypatch.setattr(cluster, "connect", FakeCore)
+    monkeypatch.setattr(api, planner, lambda core, *args: seen.append(args) or Planned(Plan()))
+    call(cluster)
+    assert seen == [expected]
+
+
+def test_compare_runs_the_comparison_with_the_cluster_timeout(monkeypatch):
+    cluster = api.Cluster("shop", NODES, wait_timeout=42)
+    seen = {}
+    monkeypatch.setattr(cluster, "connect", FakeCore)
+    monkeypatch.setattr(api, "compare_data", lambda core, *args, **kw: seen.update(
+        args=args, kw=kw) or {"equal": True})
+    assert cluster.compare(nodes=[1, 2], chunk_size=50) == {"equal": True}
+    assert seen["args"] == ([1, 2], None, None, True, 50) and seen["kw"]["timeout"] == 42
