@@ -20,6 +20,9 @@ from .errors import SlonyError
 
 REDACTED = "********"
 
+# The libpq parameters that hold secrets: the password, and the one of the client key.
+SECRET_PARAMS = ("password", "sslpassword")
+
 # Last line of defence for text we could not parse: key=value and URI forms.
 # A value may be quoted ('a b'), or quoted inside a SQL literal (''a b'').
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)(''(?:[^'\\]|\\.)*?''|'(?:[^'\\]|\\.)*'|[^\s']+)",
@@ -67,22 +70,24 @@ def conninfo_secrets(conninfo):
         params = parse_dsn(conninfo)
     except Exception:
         params = {}
-    password = params.get("password")
-    if password:
-        secrets.add(password)
+    for name in SECRET_PARAMS:
+        if params.get(name):
+            secrets.add(params[name])
     for match in _PASSWORD_URI.finditer(conninfo or ""):
         secrets.add(match.group(2))
     return secrets
 
 
 def redact_conninfo(conninfo):
-    """The conninfo with its password replaced, normalised by libpq's rules."""
+    """The conninfo with its password (and sslpassword) replaced, normalised by libpq's
+    rules."""
     try:
         params = parse_dsn(conninfo)
     except Exception:
         return mask_password_patterns(conninfo or "")
-    if "password" in params:
-        params["password"] = REDACTED
+    for name in SECRET_PARAMS:
+        if name in params:
+            params[name] = REDACTED
     return make_dsn(**params)
 
 

@@ -246,3 +246,15 @@ def test_redactor_masks_uri_forms():
 
 def test_redactor_masks_unknown_passwords_by_pattern():
     assert Redactor().text("host=db2 password=other") == "host=db2 password=" + REDACTED
+
+
+def test_the_client_key_password_is_a_secret_too():
+    from ansible_collections.dany.slony.plugins.module_utils.conninfo import (
+        Redactor, conninfo_secrets, redact_conninfo)
+    conninfo = "host=db1 user=slony sslkey=/k.pem sslpassword=keysecret password=pw"
+    assert conninfo_secrets(conninfo) == {"keysecret", "pw"}
+    redacted = redact_conninfo(conninfo)
+    assert "keysecret" not in redacted and "sslpassword=********" in redacted
+    redactor = Redactor()
+    redactor.add_conninfo(conninfo)
+    assert "keysecret" not in redactor.text("failed: sslpassword=keysecret")
