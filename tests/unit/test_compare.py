@@ -313,6 +313,19 @@ def test_receivers_are_pinned_when_they_applied_the_sync_and_the_hold_is_release
     assert clock.waited < 0.1
 
 
+def _record_close(conn, clock):
+    """Make ``conn.close`` record the fake time it is called at; returns the record."""
+    released_at = []
+    original = conn.close
+
+    def close():
+        released_at.append(clock.now())
+        original()
+
+    conn.close = close
+    return released_at
+
+
 def test_a_receiver_that_never_applies_the_sync_is_missed_at_the_deadline():
     clock = FakeClock()
     event = Event(1, 5000000050, "SYNC")
@@ -322,14 +335,7 @@ def test_a_receiver_that_never_applies_the_sync_is_missed_at_the_deadline():
         run = cmp.Comparison(FakeCluster(conns, slons=slons), timeout=5, clock=clock, hold_limit=2)
         run.deadline = clock.now() + 5
         hold = Conn(None)
-        released_at = []
-        original = hold.close
-
-        def close(original=original, released_at=released_at, clock=clock):
-            released_at.append(clock.now())
-            original()
-
-        hold.close = close
+        released_at = _record_close(hold, clock)
         pins, missed = run._pin_receivers(1, event, {3: [1]}, hold)
         assert pins == {}
         assert missed[3] == ("timed out after 5s waiting for node 3 to apply SYNC 5000000050 of node 1; "
