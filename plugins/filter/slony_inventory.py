@@ -22,13 +22,15 @@ description:
     reach it - as C(slony_db_host), C(slony_db_port), C(slony_db_name) and C(slony_db_user)
     when the role rebuilds it byte for byte from those parts, else as a whole
     C(slony_conninfo). Values every node shares are group variables. A node that copies
-    its sets from another node than their origin gets C(slony_provider).
+    its sets from another node than their origin gets C(slony_provider); a set it copies
+    from yet another node gets a C(providers) map (receiver -> provider).
   - The paths are the role's default full mesh when they are one (every client uses the
     same conninfo for a server, one connretry); otherwise the inventory sets
     C(cluster_paths) to the explicit list of paths (and C(cluster_path_connretry) when the
     connretry is not 10).
   - The sets (C(slony_sets)) list their tables with their ids and keys, their sequences with
-    their ids, their C(subscribers) and their C(forward) flag.
+    their ids, their C(subscribers) and their C(forward) flag (a map receiver -> flag when the
+    receivers of a set differ, as slonik scripts that subscribe leaves with C(forward = no) do).
   - >-
     Passwords are never written. A password in a path's conninfo becomes a reference to the
     variable C(slony_db_password), itself set to C({{ <password_variable> }}); define that
@@ -37,10 +39,9 @@ description:
     in its place, which renders the password the way libpq's quoting rules write it.
   - Catalog strings holding Jinja delimiters (a comment with C({{), for instance) are
     wrapped in C({% raw %}) so that they render to themselves.
-  - What the role cannot express as it is - two providers for one node's sets (the role has
-    one C(slony_provider) per host), different forward flags in one set, a locked set,
-    unreadable or failed nodes, drift between the nodes' catalogs - is written the way the
-    role would see it and listed in RV(_value.warnings).
+  - What the role cannot express as it is - a locked set, unreadable or failed nodes, drift
+    between the nodes' catalogs - is written the way the role would see it and listed in
+    RV(_value.warnings).
 options:
   _input:
     description:
@@ -140,8 +141,8 @@ _value:
       elements: str
       sample:
         - >-
-          node 30 copies set 2 from node 10, but slony_provider is one node for all the sets
-          of a host (20 here): site.yml would resubscribe it from node 20
+          set 2 is locked (a LOCK SET or MOVE SET in progress): adopt the cluster again once
+          it is done
     variables:
       description: The variables the inventory refers to and that you define (in a vault) - I(password_variable) when a conninfo has a password.
       type: list

@@ -12,16 +12,17 @@ sets, tables, sequences, subscriptions; drift if read) into an inventory in the 
   reach it, as ``slony_db_host``/``_port``/``_name``/``_user`` when the cluster role's
   ``dany.slony.conninfo`` filter rebuilds it byte for byte from those parts, else as a
   whole ``slony_conninfo``. Values every node shares go to the group's vars;
-* a node that copies its sets from another node than their origin gets ``slony_provider``;
+* a node that copies its sets from another node than their origin gets ``slony_provider``
+  (the most common one); a set it copies from another node gets a ``providers`` map;
 * the paths are the role's default full mesh when they are one (same conninfo from every
   client, one connretry), else an explicit ``cluster_paths`` list;
 * the sets (``slony_sets``) list their tables and sequences with their ids and keys,
-  their subscribers and their forward flag.
+  their subscribers and their forward flag (a map receiver -> flag when they differ).
 
 Passwords are never written: a password found in a conninfo becomes a reference to the
 variable ``slony_db_password``, itself set to ``{{ <password_variable> }}`` (default
-``vault_slony_db_password``), to be defined in a vault. What the role cannot express (two
-providers for one node, mixed forward flags in a set, ...) is written as the role would
+``vault_slony_db_password``), to be defined in a vault. What the role cannot express (a
+locked set, failed nodes, drift, ...) is written as the role would
 see it and listed in ``warnings``: site.yml would change it.
 
 Pure: plain data in, plain data out (:func:`render_yaml` needs PyYAML).
@@ -185,28 +186,26 @@ def _connection_vars(text, password_reference):
     return out
 
 
-def _providers(subscriptions, warnings):
-    """{receiver: slony_provider} for the receivers fed by another node than the origin."""
+def _providers(subscriptions):
+    """({receiver: slony_provider} for the receivers fed by another node than the origin,
+    {set: {receiver: provider}} for the subscriptions that provider does not describe:
+    the set's ``providers`` map)."""
     by_receiver = {}
     for sub in subscriptions:
         by_receiver.setdefault(sub["receiver"], []).append(sub)
-    providers = {}
+    providers, per_set = {}, {}
     for receiver, subs in sorted(by_receiver.items()):
         others = [s["provider"] for s in subs if s["provider"] != s["origin"]]
-        if not others:
-            continue
-        chosen = _most_common(sorted(others))
-        providers[receiver] = chosen
+        chosen = _most_common(sorted(others)) if others else None
+        if chosen is not None:
+            providers[receiver] = chosen
         for sub in subs:
-            if sub["provider"] != chosen:
-                warnings.append(
-                    "node %d copies set %d from node %d, but slony_provider is one node for "
-                    "all the sets of a host (%d here): site.yml would resubscribe it from "
-                    "node %d" % (receiver, sub["set"], sub["provider"], chosen, chosen))
-    return providers
+            if sub["provider"] != (sub["origin"] if chosen is None else chosen):
+                per_set.setdefault(sub["set"], {})[receiver] = sub["provider"]
+    return providers, per_set
 
 
-def _set_entries(facts, nodes, warnings):
+def _set_entries(facts, nodes, warnings, per_set_providers=None):
     tables, sequences, subs = {}, {}, {}
     for row in facts.get("tables") or []:
         tables.setdefault(row["set"], []).append(row)
@@ -246,15 +245,13 @@ def _set_entries(facts, nodes, warnings):
         entry["subscribers"] = FlowList(r["receiver"] for r in receivers)
         if receivers:
             forwards = [bool(r["forward"]) for r in receivers]
-            entry["forward"] = _most_common(forwards)
-            odd = [r["receiver"] for r in receivers if bool(r["forward"]) != entry["forward"]]
-            if odd:
-                warnings.append(
-                    "set %d: node(s) %s subscribe with forward %s, the others with forward "
-                    "%s, and the role has one forward flag per set: site.yml would change "
-                    "theirs" % (set_id, ", ".join(map(str, odd)),
-                                "yes" if not entry["forward"] else "no",
-                                "yes" if entry["forward"] else "no"))
+            if len(set(forwards)) == 1:
+                entry["forward"] = forwards[0]
+            else:
+                # Mixed flags (slonik scripts often subscribe leaves with forward = no).
+                entry["forward"] = FlowDict((r["receiver"], bool(r["forward"])) for r in receivers)
+        if (per_set_providers or {}).get(set_id):
+            entry["providers"] = FlowDict(sorted(per_set_providers[set_id].items()))
         entries.append(entry)
     return entries
 
@@ -354,7 +351,7 @@ def inventory_from_facts(facts, password_variable=DEFAULT_PASSWORD_VARIABLE, hos
 
     reference = "{{ %s }}" % password_variable
     names = _host_names(node_ids, own, host_names)
-    providers = _providers([s for s in facts["subscriptions"] if s["receiver"] in nodes], warnings)
+    providers, per_set = _providers([s for s in facts["subscriptions"] if s["receiver"] in nodes])
     hosts = {}
     for node in node_ids:
         host = {"slony_node_id": node, "slony_node_comment": literal(nodes[node]["comment"])}
@@ -374,7 +371,7 @@ def inventory_from_facts(facts, password_variable=DEFAULT_PASSWORD_VARIABLE, hos
     group_vars.update(node_vars or {})
 
     all_vars = {"slony_cluster_name": facts["cluster_name"],
-                "slony_sets": _set_entries(facts, nodes, warnings)}
+                "slony_sets": _set_entries(facts, nodes, warnings, per_set)}
     all_vars.update(_path_vars(paths, node_ids, own))
 
     nodes_group = {"hosts": hosts}

@@ -231,24 +231,26 @@ def test_a_node_without_paths_takes_its_admin_conninfo_masked():
 
 # -- what the role cannot express -----------------------------------------------------------
 
-def test_two_providers_for_one_node_are_warned_about():
+def test_a_node_with_two_providers_gets_a_providers_map_on_the_odd_set():
     subs = [Subscription(3, 10, 20, True, True), Subscription(3, 20, 30, True, True),
             Subscription(7, 20, 30, True, True), Subscription(8, 10, 30, True, True)]
     sets = SETS + [Set(8, 10, None, "more")]
     adoption = adopt_mod.adopt(facts_of(subs=subs, sets=sets))
     hosts = adoption["inventory"]["all"]["children"]["slony_nodes"]["hosts"]
     assert hosts["db3"]["slony_provider"] == 20
-    assert adoption["warnings"] == [
-        "node 30 copies set 8 from node 10, but slony_provider is one node for all the sets of a "
-        "host (20 here): site.yml would resubscribe it from node 20"]
-    assert "resubscribe it from" in adoption["text"]
+    by_id = dict((e["id"], e) for e in adoption["inventory"]["all"]["vars"]["slony_sets"])
+    assert by_id[8]["providers"] == {30: 10}
+    assert "providers" not in by_id[3] and "providers" not in by_id[7]
+    assert adoption["warnings"] == []
+    assert "providers: {'30': 10}" in adoption["text"]
 
 
-def test_mixed_forward_flags_are_warned_about():
+def test_mixed_forward_flags_become_a_map():
     subs = [Subscription(3, 10, 20, True, True), Subscription(3, 20, 30, False, True)]
     adoption = adopt_mod.adopt(facts_of(subs=subs, sets=[SETS[0]]))
-    assert adoption["inventory"]["all"]["vars"]["slony_sets"][0]["forward"] is True
-    assert len(adoption["warnings"]) == 1 and "node(s) 30 subscribe with forward no" in adoption["warnings"][0]
+    assert adoption["inventory"]["all"]["vars"]["slony_sets"][0]["forward"] == {20: True, 30: False}
+    assert adoption["warnings"] == []
+    assert "forward: {'20': true, '30': false}" in adoption["text"]
 
 
 def test_failed_and_unreadable_nodes_and_drift_are_warned_about():
