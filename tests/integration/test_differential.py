@@ -1,5 +1,6 @@
 """Differential test: the same bring-up through slonik and through the modules, on twin
-databases, must leave the same Slony catalogs on every node."""
+databases, must leave the same Slony catalogs on every node; then the same day-2 work
+(a second set, SET MOVE TABLE into set 1, LOCK SET / UNLOCK SET) must too."""
 
 from __future__ import annotations
 
@@ -57,6 +58,42 @@ def module_bring_up(db, slons):
         run_module("slony_subscription", common(db, set_id=1, receiver=receiver))
 
 
+MOVED = (6, "billing.payments")
+
+
+def slonik_day_two(db):
+    """Set 2 with billing.payments, subscribed like set 1; once both copies are done,
+    SET MOVE TABLE into set 1; then LOCK SET and UNLOCK SET on set 1."""
+    db.slonik("create set (id = 2, origin = 1, comment = 'moving');\n"
+              "set add table (set id = 2, origin = 1, id = %d, fully qualified name = '%s', "
+              "comment = '%s');\n"
+              "subscribe set (id = 2, provider = 1, receiver = 2, forward = yes);\n"
+              "subscribe set (id = 2, provider = 1, receiver = 3, forward = yes);\n"
+              % (MOVED[0], MOVED[1], MOVED[1]))
+    # What slonik leaves to the user before SET MOVE TABLE: both copies done.
+    deadline = time.monotonic() + 90
+    while db.scalar(1, 'select "_lab".isSubscriptionInProgress(2)') or any(
+            db.scalar(n, 'select count(*) from "_lab".sl_setsync where ssy_setid = 2') == 0
+            for n in (2, 3)):
+        assert time.monotonic() < deadline, "set 2 was not copied"
+        time.sleep(0.2)
+    db.slonik("set move table (origin = 1, id = %d, new set = 1);\n"
+              "wait for event (origin = 1, confirmed = all, wait on = 1, timeout = 90);\n"
+              "lock set (id = 1, origin = 1);\n"
+              "unlock set (id = 1, origin = 1);\n" % MOVED[0])
+
+
+def module_day_two(db):
+    run_module("slony_set", common(db, id=2, origin=1, comment="moving"))
+    run_module("slony_table", common(db, set_id=2, tables=[
+        {"name": MOVED[1], "id": MOVED[0], "comment": MOVED[1]}]))
+    run_module("slony_subscription", common(db, set_id=2, receivers=[{"receiver": 2},
+                                                                     {"receiver": 3}]))
+    run_module("slony_table", common(db, set_id=1, tables=[MOVED[1]], move=True))
+    run_module("slony_set", common(db, id=1, origin=1, locked=True))
+    run_module("slony_set", common(db, id=1, origin=1, locked=False))
+
+
 def normalized(db):
     """The compared catalogs, with the database name (the only legitimate difference,
     inside path conninfos) replaced."""
@@ -69,18 +106,28 @@ def normalized(db):
     return out
 
 
-def settled(db, timeout=90):
+def settled(db, timeout=90, subscriptions=2, tables=len(TABLES)):
     """Wait until every node has every subscription active and every path (propagation)."""
     deadline = time.monotonic() + timeout
     while True:
         cats = normalized(db)
-        if all(len(c["sl_path"]) == 6 and len(c["sl_subscribe"]) == 2
+        if all(len(c["sl_path"]) == 6 and len(c["sl_subscribe"]) == subscriptions
                and all(row[4] for row in c["sl_subscribe"]) and len(c["sl_node"]) == 3
-               and len(c["sl_table"]) == len(TABLES) for c in cats.values()):
+               and len(c["sl_table"]) == tables
+               and all(row[0] != MOVED[0] or row[1] == 1 for row in c["sl_table"])
+               for c in cats.values()):
             return cats
         if time.monotonic() > deadline:
             return cats
         time.sleep(0.5)
+
+
+def compare(expected, actual):
+    for node in NODES:
+        for name in DIFFERENTIAL_TABLES:
+            assert actual[node][name] == expected[node][name], (
+                f"node {node} {name} differs:\nslonik:  {expected[node][name]}\n"
+                f"modules: {actual[node][name]}")
 
 
 def test_modules_leave_the_same_catalogs_as_slonik(make_fresh_db, make_slons):
@@ -88,13 +135,13 @@ def test_modules_leave_the_same_catalogs_as_slonik(make_fresh_db, make_slons):
     by_modules = make_fresh_db("diff_modules")
     slonik_bring_up(by_slonik, make_slons(by_slonik))
     module_bring_up(by_modules, make_slons(by_modules))
-    expected = settled(by_slonik)
-    actual = settled(by_modules)
+    compare(settled(by_slonik), settled(by_modules))
+    slonik_day_two(by_slonik)
+    module_day_two(by_modules)
+    after_slonik = settled(by_slonik, subscriptions=4, tables=len(TABLES) + 1)
+    compare(after_slonik, settled(by_modules, subscriptions=4, tables=len(TABLES) + 1))
     for node in NODES:
-        for name in DIFFERENTIAL_TABLES:
-            assert actual[node][name] == expected[node][name], (
-                f"node {node} {name} differs:\nslonik:  {expected[node][name]}\n"
-                f"modules: {actual[node][name]}")
+        assert [row for row in after_slonik[node]["sl_table"] if row[0] == MOVED[0]][0][1] == 1
     # And both replicate: a row written on each origin arrives on node 3.
     for db in (by_slonik, by_modules):
         db.query(1, "insert into public.settings (name, value) values ('diff', 'x')")
