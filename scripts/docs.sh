@@ -2,6 +2,8 @@
 # docs.sh: renders the collection's documentation site into .build/docs/html (`make docs`,
 # the `docs` stage of scripts/test.sh) and lints the collection's documentation.
 #
+#   0. docs/docsite/rst/python_api.rst and awx.rst up to date with docs/python-api.md and
+#      docs/awx.md (scripts/md2rst.py, pandoc from pypandoc-binary);
 #   1. antsibull-docs lint-collection-docs --plugin-docs: the modules', filter's and roles'
 #      documentation, docs/docsite/extra-docs.yml, links.yml and the guides in
 #      docs/docsite/rst (labels, toctree, RST checked by rstcheck);
@@ -26,7 +28,16 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 venv="$(./scripts/toolenv.sh docs python3 antsibull-docs==2.28.0 ansible-core==2.19.14 \
-  sphinx==9.0.4 sphinx-ansible-theme==0.10.4 ansible-pygments==0.1.2)"
+  sphinx==9.0.4 sphinx-ansible-theme==0.10.4 ansible-pygments==0.1.2 pypandoc-binary==1.17)"
+
+# The site's versions of docs/python-api.md and docs/awx.md (docs/docsite/rst/python_api.rst,
+# awx.rst) are generated from them by scripts/md2rst.py; DOCS_UPDATE=1 rewrites them.
+if [ "${DOCS_UPDATE:-0}" = 1 ]; then
+  "$venv/bin/python" scripts/md2rst.py
+elif ! "$venv/bin/python" scripts/md2rst.py --check; then
+  echo "docs: edit docs/*.md, not the generated pages; DOCS_UPDATE=1 ./scripts/docs.sh rewrites them" >&2
+  exit 1
+fi
 
 collections="${DOCS_COLLECTIONS_PATH:-$root/.build/collections}"
 collections="$(cd "$collections" 2>/dev/null && pwd || echo "$collections")"

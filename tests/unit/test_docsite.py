@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The documentation site's pages that are converted from Markdown (docs/python-api.md,
-docs/awx.md) keep the same code examples as their Markdown originals, and every guide of
+"""The documentation site's pages generated from Markdown (docs/python-api.md, docs/awx.md,
+by scripts/md2rst.py) have the same code examples as their Markdown originals - a quick
+check without pandoc; scripts/docs.sh compares the whole pages - and every guide of
 docs/docsite/rst is in the site's table of contents (docs/docsite/extra-docs.yml)."""
 
 from __future__ import absolute_import, division, print_function
