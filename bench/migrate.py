@@ -87,7 +87,19 @@ class Job:
                 error = exc
         raise RuntimeError("pgbouncer did not start: %s" % error)
 
+    def kill_slons(self) -> None:
+        """Kill the slons the slon role started with a configuration file of this job."""
+        marker = str(self.workdir)
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if entry.name.isdigit() and Path(cmdline[0]).name == "slon" and any(a.startswith(marker) for a in cmdline):
+                    os.kill(int(entry.name), 9)
+            except (OSError, IndexError):
+                continue
+
     def close(self) -> None:
+        self.kill_slons()
         self.writer.stop()
         self.bouncer.stop()
         self.db.drop()
