@@ -30,20 +30,20 @@ root="$PWD"
 venv="$(./scripts/toolenv.sh docs python3 antsibull-docs==2.28.0 ansible-core==2.19.14 \
   sphinx==9.0.4 sphinx-ansible-theme==0.10.4 ansible-pygments==0.1.2 pypandoc-binary==1.17)"
 
-# The site's versions of docs/python-api.md and docs/awx.md (docs/docsite/rst/python_api.rst,
-# awx.rst) are generated from them by scripts/md2rst.py; DOCS_UPDATE=1 rewrites them.
-if [ "${DOCS_UPDATE:-0}" = 1 ]; then
-  "$venv/bin/python" scripts/md2rst.py
-elif ! "$venv/bin/python" scripts/md2rst.py --check; then
-  echo "docs: edit docs/*.md, not the generated pages; DOCS_UPDATE=1 ./scripts/docs.sh rewrites them" >&2
-  exit 1
-fi
-
 collections="${DOCS_COLLECTIONS_PATH:-$root/.build/collections}"
 collections="$(cd "$collections" 2>/dev/null && pwd || echo "$collections")"
 collection="$collections/ansible_collections/dany/slony"
 if [ ! -e "$collection/galaxy.yml" ]; then
   echo "docs: $collection is missing: run ./scripts/bootstrap.sh" >&2
+  exit 1
+fi
+
+# The site's versions of docs/python-api.md and docs/awx.md (docs/docsite/rst/python_api.rst,
+# awx.rst) are generated from them by scripts/md2rst.py; DOCS_UPDATE=1 rewrites them.
+if [ "${DOCS_UPDATE:-0}" = 1 ]; then
+  "$venv/bin/python" scripts/md2rst.py --root "$collection"
+elif ! "$venv/bin/python" scripts/md2rst.py --check --root "$collection"; then
+  echo "docs: edit docs/*.md, not the generated pages; DOCS_UPDATE=1 ./scripts/docs.sh rewrites them" >&2
   exit 1
 fi
 

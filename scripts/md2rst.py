@@ -7,6 +7,7 @@ virtualenv of scripts/docs.sh, so that every machine converts alike).
 
     md2rst.py           rewrite the .rst files
     md2rst.py --check   exit 1, naming them, when a .rst file is not what the .md gives
+    --root DIR          the collection tree to work on (default: this clone)
 
 On top of pandoc: the page's label (antsibull-docs wants one starting with
 ansible_collections.dany.slony.docsite.), an optional title, tables as list-tables (pandoc's
@@ -80,9 +81,9 @@ def list_table(rows, links):
     return "\n".join(out) + "\n"
 
 
-def convert(md_name):
+def convert(root, md_name):
     page, title = PAGES[md_name]
-    source = (REPO / "docs" / md_name).read_text(encoding="utf-8")
+    source = (root / "docs" / md_name).read_text(encoding="utf-8")
     lines = source.splitlines()
 
     # Sections that the page links to get labels of their own.
@@ -141,15 +142,17 @@ def convert(md_name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--check", action="store_true", help="only report pages that are out of date")
+    parser.add_argument("--root", type=Path, default=REPO, help="the collection tree (default: this clone)")
     args = parser.parse_args()
+    root = args.root.resolve()
     stale = []
     for md_name, (page, _title) in PAGES.items():
-        target = REPO / "docs" / "docsite" / "rst" / (page + ".rst")
-        text = convert(md_name)
+        target = root / "docs" / "docsite" / "rst" / (page + ".rst")
+        text = convert(root, md_name)
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current == text:
             continue
-        stale.append(str(target.relative_to(REPO)))
+        stale.append(str(target.relative_to(root)))
         if not args.check:
             target.write_text(text, encoding="utf-8")
     if args.check and stale:
