@@ -321,6 +321,12 @@ class Cluster:
         return self.run(lambda core: plan_set(core, set_id, origin, None, "present", False),
                         dry_run, wait)
 
+    def merge_set(self, set_id, add_id, origin, dry_run=False, wait=None):
+        """MERGE SET: set ``add_id``'s tables and sequences join set ``set_id`` (same
+        origin, same subscribers) and set ``add_id`` is gone."""
+        return self.run(lambda core: plan_set(core, add_id, origin, None, "absent", None,
+                                              set_id), dry_run, wait)
+
     def drop_set(self, set_id, origin, dry_run=False, wait=None):
         """DROP SET ``set_id`` (its tables stay, unreplicated)."""
         return self.run(lambda core: plan_set(core, set_id, origin, None, "absent"),

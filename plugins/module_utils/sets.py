@@ -17,6 +17,8 @@ from .catalog import read_snapshot
 from .errors import SlonyError
 from .events import Event, wait_for_event
 from .plan import CALLBACK, EXEC, WAIT, Plan, Planned, Step, call, function_call, wait
+from .setmove import lock_set, unlock_set, wait_older_transactions
+from .tables import merge_ready_wait
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
 
@@ -71,14 +73,23 @@ def drop_sets_seen(nodes, origin):
 # there), the initialised admin nodes, and the nodes where the set's comment is stored
 # (the origin and every other initialised node that knows the set; only read when the
 # comment is to change).
-SetFacts = namedtuple("SetFacts", "current nodes comment_nodes")
+SetFacts = namedtuple("SetFacts", "current nodes comment_nodes merge")
+SetFacts.__new__.__defaults__ = (None,)
+
+# What MERGE SET decides from (read only with merge_into): the set merged into as the
+# origin sees it (None: unknown), and the receivers of both sets.
+MergeFacts = namedtuple("MergeFacts", "into receivers into_receivers")
 
 
-def read_set(cluster, set_id, origin, comment=None, state="present"):
+def read_set(cluster, set_id, origin, comment=None, state="present", merge_into=None):
     """The reads of :func:`plan_set`, as :class:`SetFacts`."""
     cluster.require_node(origin, "the origin of set %d" % set_id)
-    current = read_snapshot(cluster, origin).sets.get(set_id)
+    snap = read_snapshot(cluster, origin)
+    current = snap.sets.get(set_id)
     nodes, comment_nodes = [], []
+    if merge_into is not None:
+        return SetFacts(current, nodes, comment_nodes, MergeFacts(
+            snap.sets.get(merge_into), snap.receivers(set_id), snap.receivers(merge_into)))
     if state != "present" or (current is not None and current.origin != origin):
         return SetFacts(current, nodes, comment_nodes)
     renamed = current is not None and comment is not None and comment != current.comment
@@ -91,12 +102,16 @@ def read_set(cluster, set_id, origin, comment=None, state="present"):
     return SetFacts(current, nodes, comment_nodes)
 
 
-def decide_set(ns, set_id, origin, facts, comment=None, state="present", locked=None):
+def decide_set(ns, set_id, origin, facts, comment=None, state="present", locked=None,
+               merge_into=None):
     """The plan for set ``set_id`` from :class:`SetFacts`. Pure.
 
     ``locked``: True locks the set (LOCK SET, then the wait for the transactions that
     were running when the lock triggers were created), False unlocks it (UNLOCK SET),
-    None leaves it as it is. Only an existing set is locked or unlocked."""
+    None leaves it as it is. Only an existing set is locked or unlocked.
+
+    ``merge_into`` (with state=absent): the set's tables and sequences go into that set
+    (MERGE SET) rather than out of replication."""
     current = facts.current
     before = set_view(current) or {"id": set_id, "state": "absent"}
     plan = Plan()
@@ -107,6 +122,9 @@ def decide_set(ns, set_id, origin, facts, comment=None, state="present", locked=
             % (set_id, current.origin, origin), node=origin)
     if state == "absent":
         after = {"id": set_id, "state": "absent"}
+        if merge_into is not None:
+            return Planned(_merge_plan(ns, set_id, origin, facts.merge, merge_into, current),
+                           before, dict(after, merged_into=merge_into))
         if current is not None:
             plan.add(call(ns, origin, "dropSet", (set_id,), "drop set %d" % set_id,
                           slonik="drop set (id = %d, origin = %d);" % (set_id, origin)))
@@ -145,6 +163,42 @@ def decide_set(ns, set_id, origin, facts, comment=None, state="present", locked=
     return Planned(plan, before, after)
 
 
+def _merge_plan(ns, set_id, origin, merge, merge_into, current):
+    """MERGE SET of ``set_id`` into ``merge_into``, or nothing when it is already gone.
+    Refused, naming every problem, unless both sets have the same origin and the same
+    subscribers (Slony's own conditions). Pure."""
+    plan = Plan()
+    if current is None:
+        if merge.into is None:
+            raise SlonyError("set %d does not exist, nor set %d to merge it into" % (
+                set_id, merge_into), node=origin)
+        return plan
+    problems = []
+    if merge_into == set_id:
+        problems.append("a set cannot be merged into itself")
+    elif merge.into is None:
+        problems.append("set %d does not exist (node %d does not know it)" % (merge_into, origin))
+    elif merge.into.origin != origin:
+        problems.append("set %d has origin node %d, set %d node %d: Slony merges only sets "
+                        "of one origin" % (merge_into, merge.into.origin, set_id, origin))
+    elif sorted(merge.receivers) != sorted(merge.into_receivers):
+        problems.append("set %d is subscribed by node(s) %s and set %d by node(s) %s: Slony "
+                        "merges only sets with the same subscribers" % (
+                            set_id, ", ".join(map(str, merge.receivers)) or "none", merge_into,
+                            ", ".join(map(str, merge.into_receivers)) or "none"))
+    if problems:
+        raise SlonyError("cannot merge set %d into set %d: %s" % (set_id, merge_into,
+                                                                "; ".join(problems)), node=origin)
+    plan.add(merge_ready_wait(origin, merge_into, set_id))
+    plan.add(call(ns, origin, "mergeSet", (merge_into, set_id),
+                  "merge set %d into set %d" % (set_id, merge_into),
+                  slonik="merge set (id = %d, add id = %d, origin = %d);"
+                         % (merge_into, set_id, origin)))
+    plan.add(wait(origin, "wait until every node has merged set %d into set %d"
+                  % (set_id, merge_into)))
+    return plan
+
+
 def lock_step(ns, set_id, origin):
     """LOCK SET as slonik runs it: ``lockSet`` in its own transaction, then a wait until
     every transaction that was running when the lock triggers were created has ended
@@ -159,8 +213,6 @@ def lock_step(ns, set_id, origin):
 
 
 def _lock_set(cluster, step, ctx):
-    # setmove imports the event machinery, which imports this module's neighbours.
-    from .setmove import lock_set, unlock_set, wait_older_transactions
     set_id, origin = step.args[0], step.node
     xmax = lock_set(cluster, origin, set_id, timeout=ctx.timeout)
     goal = ("the transactions that were running when set %d was locked on node %d to end"
@@ -183,8 +235,12 @@ def _lock_set(cluster, step, ctx):
     return []
 
 
-def plan_set(cluster, set_id, origin, comment=None, state="present", locked=None):
+def plan_set(cluster, set_id, origin, comment=None, state="present", locked=None,
+             merge_into=None):
     """Plan for set ``set_id`` with ``origin``: read (:func:`read_set`), then decide
     (:func:`decide_set`). Returns :class:`plan.Planned`."""
-    facts = read_set(cluster, set_id, origin, comment, state)
-    return decide_set(cluster.ns, set_id, origin, facts, comment, state, locked)
+    if merge_into is not None and state != "absent":
+        raise SlonyError("merge_into: only with state=absent (the set goes, its tables and "
+                         "sequences join set %d)" % merge_into)
+    facts = read_set(cluster, set_id, origin, comment, state, merge_into)
+    return decide_set(cluster.ns, set_id, origin, facts, comment, state, locked, merge_into)

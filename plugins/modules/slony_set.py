@@ -9,10 +9,11 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: slony_set
-short_description: Create, drop, lock or unlock a Slony-I replication set
+short_description: Create, drop, merge, lock or unlock a Slony-I replication set
 version_added: 0.1.0
 description:
-  - Manages a replication set (slonik C(CREATE SET), C(DROP SET), C(LOCK SET), C(UNLOCK SET)).
+  - Manages a replication set (slonik C(CREATE SET), C(DROP SET), C(MERGE SET), C(LOCK SET),
+    C(UNLOCK SET)).
   - An existing set whose origin differs from O(origin) is an error that points to
     M(dany.slony.slony_switchover); the module never moves a set silently.
   - A changed O(comment) converges on every node in O(admin_conninfo) that knows the set
@@ -48,6 +49,16 @@ options:
       - C(false) unlocks it (C(UNLOCK SET)); not given, the lock is left as it is.
       - Only for an existing set and O(state=present).
     type: bool
+  merge_into:
+    description:
+      - With O(state=absent), the set's tables and sequences go into set O(merge_into) instead
+        of out of replication (slonik C(MERGE SET)); the set itself is gone afterwards.
+      - Slony merges two sets only when they have the same origin and the same subscribers;
+        anything else is refused, naming the difference, with nothing changed. The merge
+        first waits, whatever O(wait), until no subscription of either set is in progress.
+      - A set already gone is left alone (the task is idempotent); one that never existed
+        while O(merge_into) does not exist either is an error.
+    type: int
 seealso:
   - module: dany.slony.slony_table
   - module: dany.slony.slony_subscription
@@ -80,6 +91,15 @@ EXAMPLES = r'''
     id: 1
     origin: 1
     locked: false
+
+- name: Merge set 2 into set 1 (same origin and subscribers), e.g. after subscribing new tables
+  dany.slony.slony_set:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 2
+    origin: 1
+    state: absent
+    merge_into: 1
 
 - name: Drop set 2
   dany.slony.slony_set:
@@ -133,12 +153,14 @@ def main():
         comment=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         locked=dict(type="bool"),
-    ))
+        merge_into=dict(type="int"),
+    ), mutually_exclusive=[("locked", "merge_into"), ("comment", "merge_into")])
     params = slony.params
     if params["locked"] is not None and params["state"] == "absent":
         slony.fail("locked: only with state=present (a set that is dropped has no lock)")
     slony.run(lambda cluster: plan_set(cluster, params["id"], params["origin"],
-                                       params["comment"], params["state"], params["locked"]))
+                                       params["comment"], params["state"], params["locked"],
+                                       params["merge_into"]))
 
 
 if __name__ == "__main__":

@@ -239,6 +239,7 @@ def test_export_inventory_reads_the_adoption_sections_and_masks_the_admin_connin
     (lambda c: c.update_functions(), "plan_update_functions", ([1, 2], None)),
     (lambda c: c.lock_set(1, 1), "plan_set", (1, 1, None, "present", True)),
     (lambda c: c.unlock_set(1, 1), "plan_set", (1, 1, None, "present", False)),
+    (lambda c: c.merge_set(1, 2, 1), "plan_set", (2, 1, None, "absent", None, 1)),
     (lambda c: c.set_move_table(1, ["public.t"]), "plan_tables",
      (1, None, ["public.t"], None, None, None, "present", False, True)),
     (lambda c: c.set_move_sequence(1, ["public.s"]), "plan_sequences",

@@ -202,14 +202,13 @@ def test_locking_and_unlocking_converge_on_the_set_locked_state():
 
 
 class _LockCluster:
-    """What the LOCK SET runner touches: the setmove functions are replaced."""
+    """What the LOCK SET runner touches: the setmove functions are replaced in sets."""
     queries = []
 
 
 def test_the_lock_runner_unlocks_again_when_old_transactions_outlive_wait_timeout(monkeypatch):
-    from ansible_collections.dany.slony.plugins.module_utils import setmove
     done = []
-    monkeypatch.setattr(setmove, "lock_set", lambda c, o, s, timeout=None: done.append(
+    monkeypatch.setattr(sets, "lock_set", lambda c, o, s, timeout=None: done.append(
         ("lock", o, s, timeout)) or 4711)
 
     def never(cluster, node, xmax, timeout, goal, clock=None, note=None):
@@ -217,8 +216,8 @@ def test_the_lock_runner_unlocks_again_when_old_transactions_outlive_wait_timeou
         raise SlonyError("timed out after %ds waiting for %s; behind: node %d (pid 42)"
                          % (timeout, goal, node))
 
-    monkeypatch.setattr(setmove, "wait_older_transactions", never)
-    monkeypatch.setattr(setmove, "unlock_set", lambda c, o, s: done.append(("unlock", o, s)))
+    monkeypatch.setattr(sets, "wait_older_transactions", never)
+    monkeypatch.setattr(sets, "unlock_set", lambda c, o, s: done.append(("unlock", o, s)))
     step = sets.decide_set(NS, 5, 1, sets.SetFacts(Set(5, 1, None, "c"), [], []),
                            locked=True).plan.steps[0]
     clock = FakeClock()
@@ -230,3 +229,38 @@ def test_the_lock_runner_unlocks_again_when_old_transactions_outlive_wait_timeou
         "timed out after 7s waiting for the transactions that were running when set 5 was "
         "locked on node 1 to end; behind: node 1 (pid 42); set 5 unlocked again on node 1 "
         "(writes accepted again)")
+
+
+# -- MERGE SET -------------------------------------------------------------------------------
+
+def _merge_facts(current=Set(2, 1, None, "b"), into=Set(1, 1, None, "a"), receivers=(2, 3),
+                 into_receivers=(2, 3)):
+    return sets.SetFacts(current, [], [], sets.MergeFacts(into, list(receivers),
+                                                          list(into_receivers)))
+
+
+def test_merge_waits_for_both_copies_then_merges_and_is_idempotent():
+    plan, before, after, extra = sets.decide_set(NS, 2, 1, _merge_facts(), state="absent",
+                                                 merge_into=1)
+    assert [(s.kind, s.function, s.args) for s in plan.steps] == [
+        (WAIT, None, ()), (EVENT, "mergeSet", (1, 2)), (WAIT, None, ())]
+    assert plan.steps[0].required
+    assert plan.slonik() == ["merge set (id = 1, add id = 2, origin = 1);"]
+    assert after == {"id": 2, "state": "absent", "merged_into": 1}
+    assert not sets.decide_set(NS, 2, 1, _merge_facts(current=None), state="absent",
+                               merge_into=1).plan
+
+
+@pytest.mark.parametrize("facts, into, message", [
+    (_merge_facts(into=None), 1, "set 1 does not exist (node 1 does not know it)"),
+    (_merge_facts(into=Set(1, 3, None, "a")), 1, "set 1 has origin node 3, set 2 node 1"),
+    (_merge_facts(into_receivers=(2,)), 1, "set 2 is subscribed by node(s) 2, 3 and set 1 by "
+                                           "node(s) 2: Slony merges only sets with the same "
+                                           "subscribers"),
+    (_merge_facts(), 2, "a set cannot be merged into itself"),
+    (_merge_facts(current=None, into=None), 1, "set 2 does not exist, nor set 1"),
+])
+def test_merge_is_refused_unless_slony_would_accept_it(facts, into, message):
+    with pytest.raises(SlonyError) as info:
+        sets.decide_set(NS, 2, 1, facts, state="absent", merge_into=into)
+    assert message in str(info.value)
