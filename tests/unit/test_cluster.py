@@ -177,3 +177,50 @@ def test_open_all_leaves_a_single_node_to_the_lazy_path(monkeypatch):
     cluster = Cluster("shop", {1: "host=a"})
     monkeypatch.setattr(cluster, "_open", lambda node: pytest.fail("opened eagerly"))
     cluster.open_all()
+
+
+class _LockCursor:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, query, params=None):
+        self.conn.executed.append(query)
+
+    def fetchone(self):
+        if "pg_try_advisory_lock" in self.conn.executed[-1]:
+            return (False,)  # another run holds it, for ever
+        return ("4242 (dany.slony (run lock), since 2026-12-02 03:00:00+00)",)
+
+
+class _LockConn:
+    def __init__(self):
+        self.executed = []
+        self.closed = False
+
+    def cursor(self):
+        return _LockCursor(self)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_run_lock_wait_honours_wait_timeout_and_names_the_holder(monkeypatch):
+    from fakes import FakeClock
+    cluster = Cluster("shop", {1: "host=db1 dbname=shop user=slony password=s3cret"})
+    conn = _LockConn()
+    monkeypatch.setattr(cluster, "_run_lock_connection", lambda: (1, conn))
+    clock = FakeClock()
+    with pytest.raises(SlonyError) as info:
+        cluster.acquire_run_lock(7, clock=clock)
+    assert clock.waited == pytest.approx(7)
+    assert str(info.value) == (
+        "timed out after 7s waiting for the run lock of cluster shop; another run is changing "
+        "the cluster (it holds the run lock on node 1: backend 4242 (dany.slony (run lock), "
+        "since 2026-12-02 03:00:00+00))")
+    assert conn.closed and cluster.lock_node is None
