@@ -27,11 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from catalog_dump import dump
-from lab import REPO_ROOT, quote_ident, unique_dbname, wait_until
+from lab import REPO_ROOT, quote_ident, unique_dbname
 from pgbouncer import PgBouncer
 from writer import Writer
 
@@ -152,9 +151,9 @@ class Migration:
         self.runs: list[Run] = []
         variables = {
             "migrate_source": {"host": "127.0.0.1", "port": lab.port(SOURCE_NODE), "dbname": dbs.names[SOURCE_NODE],
-                                     "user": lab.user, "password": lab.password},
+                               "user": lab.user, "password": lab.password},
             "migrate_target": {"host": "127.0.0.1", "port": lab.port(TARGET_NODE), "dbname": dbs.names[TARGET_NODE],
-                                     "user": lab.user, "password": lab.password},
+                               "user": lab.user, "password": lab.password},
             "migrate_without_key": "skip",
             "migrate_before_cutover_tasks": hooks[0],
             "migrate_after_cutover_tasks": hooks[1],
