@@ -35,6 +35,11 @@ import re
 import sys
 import tempfile
 
+try:
+    from collections.abc import Mapping
+except ImportError:  # Python 2, as ansible-test sanity compiles for every version
+    from collections import Mapping
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
@@ -196,6 +201,14 @@ def metric_samples(facts):
         for (node, kind), count in sorted(counts.items()):
             add("slony_unreplicated_relations", count, node=node, kind=kind)
     return samples
+
+
+def facts_error(value, name):
+    """Why ``value`` is not the result of slony_info (for the filter ``name``), or None."""
+    if not isinstance(value, Mapping) or "cluster_name" not in value:
+        return ("dany.slony.%s expects the result of dany.slony.slony_info (a dictionary with "
+                "cluster_name, lag, slons, ...)" % name)
+    return None
 
 
 def prometheus_text(facts):

@@ -187,8 +187,8 @@ def _merge_plan(ns, set_id, origin, merge, merge_into, current):
                             set_id, ", ".join(map(str, merge.receivers)) or "none", merge_into,
                             ", ".join(map(str, merge.into_receivers)) or "none"))
     if problems:
-        raise SlonyError("cannot merge set %d into set %d: %s" % (set_id, merge_into,
-                                                                "; ".join(problems)), node=origin)
+        raise SlonyError("cannot merge set %d into set %d: %s"
+                         % (set_id, merge_into, "; ".join(problems)), node=origin)
     plan.add(merge_ready_wait(origin, merge_into, set_id))
     plan.add(call(ns, origin, "mergeSet", (merge_into, set_id),
                   "merge set %d into set %d" % (set_id, merge_into),

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""plugins/module_utils/monitoring.py and the filters of plugins/filter/metrics.py, from facts.
+"""plugins/module_utils/monitoring.py and the filters slony_prometheus and slony_nagios, from facts.
 
 The Prometheus output is read back with the official client library's parser
 (``prometheus_client.parser``); the Nagios codes are checked threshold by threshold.
@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.dany.slony.plugins.filter import metrics as metrics_filter
+from ansible_collections.dany.slony.plugins.filter import slony_nagios as nagios_filter
+from ansible_collections.dany.slony.plugins.filter import slony_prometheus as prometheus_filter
 from ansible_collections.dany.slony.plugins.module_utils import monitoring
 from ansible_collections.dany.slony.plugins.module_utils.info import build_facts
 from ansible_collections.dany.slony.plugins.module_utils.monitoring import (
@@ -35,7 +36,6 @@ from ansible_collections.dany.slony.plugins.module_utils.monitoring import (
 from test_info import reads_of_healthy_cluster
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-FILTER_DIR = os.path.join(REPO, "plugins", "filter")
 PASSWORD = "s3cret-monitoring"
 
 
@@ -467,7 +467,8 @@ def test_unknown_threshold_names_are_refused():
 # -- the filters ------------------------------------------------------------------------
 
 def test_filters():
-    filters = metrics_filter.FilterModule().filters()
+    filters = dict(prometheus_filter.FilterModule().filters())
+    filters.update(nagios_filter.FilterModule().filters())
     assert sorted(filters) == ["slony_nagios", "slony_prometheus"]
     facts = healthy_facts()
     assert filters["slony_prometheus"](facts) == prometheus_text(facts)
@@ -486,18 +487,16 @@ def test_filters():
 
 def test_filter_docs_match_the_code():
     for name in ("slony_prometheus", "slony_nagios"):
-        with open(os.path.join(FILTER_DIR, name + ".yml")) as handle:
-            doc = yaml.safe_load(handle)
-        assert set(doc) == {"DOCUMENTATION", "EXAMPLES", "RETURN"}
-        assert doc["DOCUMENTATION"]["name"] == name
-        yaml.safe_load(doc["EXAMPLES"])
+        plugin = {"slony_prometheus": prometheus_filter, "slony_nagios": nagios_filter}[name]
+        doc = dict((key, yaml.safe_load(getattr(plugin, key)))
+                   for key in ("DOCUMENTATION", "EXAMPLES", "RETURN"))
+        assert doc["DOCUMENTATION"]["name"] == name and doc["EXAMPLES"] and doc["RETURN"]
     options = doc["DOCUMENTATION"]["options"]
-    assert sorted(set(options) - {"_input"}) == sorted(DEFAULT_THRESHOLDS) == metrics_filter.NAGIOS_OPTIONS
+    assert sorted(set(options) - {"_input"}) == sorted(DEFAULT_THRESHOLDS) == nagios_filter.NAGIOS_OPTIONS
     for key, default in DEFAULT_THRESHOLDS.items():
         assert options[key].get("default") == default, key
     # Every family is named in the Prometheus filter's description.
-    with open(os.path.join(FILTER_DIR, "slony_prometheus.yml")) as handle:
-        described = " ".join(yaml.safe_load(handle)["DOCUMENTATION"]["description"])
+    described = " ".join(yaml.safe_load(prometheus_filter.DOCUMENTATION)["description"])
     for family, _kind, _text in FAMILIES:
         assert "C(%s)" % family in described, family
 
