@@ -383,4 +383,5 @@ class Cluster:
             text = "node %d: %s failed: %s" % (node, doing, message.strip())
         else:
             text = "node %d: %s" % (node, message.strip())
-        return SlonyError(self.redactor.text(text), node=node, queries=self.queries)
+        return SlonyError(self.redactor.text(text), node=node, queries=self.queries,
+                          sqlstate=getattr(exc, "pgcode", None))

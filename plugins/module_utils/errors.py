@@ -16,11 +16,12 @@ class SlonyError(Exception):
     what was changed before the failure.
     """
 
-    def __init__(self, message, node=None, queries=None):
+    def __init__(self, message, node=None, queries=None, sqlstate=None):
         super(SlonyError, self).__init__(message)
         self.message = message
         self.node = node
         self.queries = list(queries or [])
+        self.sqlstate = sqlstate  # the SQLSTATE of the database error behind it, if any
 
     def __str__(self):
         return self.message

@@ -19,7 +19,7 @@ from collections import namedtuple
 
 from .events import Event, execute, submit_event, submit_events, wait_for_event
 from .errors import SlonyError
-from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK
+from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK, retry
 
 # Step kinds.
 EVENT = "event"          # stored function creating events: locks + call + commit
@@ -222,6 +222,18 @@ def _batches(steps):
         index = end
 
 
+# A deadlock rolls the whole event transaction back: it is submitted again. SET ADD
+# TABLE's trigger creation, for one, takes locks the application's writes race.
+DEADLOCK = "40P01"
+
+
+def _submit(cluster, node, calls, ctx):
+    """submit_events, again after a deadlock, for at most ``ctx.timeout`` seconds."""
+    return retry(lambda: submit_events(cluster, node, calls), ctx.timeout,
+                 lambda exc: exc.sqlstate == DEADLOCK, lambda exc: exc, clock=ctx.clock,
+                 interval=0.2)
+
+
 def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, share_dir=None,
                  clock=None):
     """Run every step in order; return the events created. Stops at the first error.
@@ -241,8 +253,7 @@ def execute_plan(cluster, plan, wait_enabled=True, timeout=DEFAULT_TIMEOUT, shar
             if wait_enabled or step.required:
                 _run_wait(cluster, step, events, ctx)
         elif step.kind == EVENT:
-            events.extend(submit_events(cluster, step.node,
-                                        [(s.query, s.params) for s in run]))
+            events.extend(_submit(cluster, step.node, [(s.query, s.params) for s in run], ctx))
         elif step.kind == EXEC:
             execute(cluster, step.node, step.query, step.params)
         elif step.kind == INIT_NODE:

@@ -256,3 +256,32 @@ def test_planned_keeps_the_extra_dict_that_runners_fill_while_the_plan_runs():
     assert planned.extra is report
     assert planned.extra["event"]["seqno"] == 5
     assert plan_mod.Planned(Plan()).extra == {}
+
+
+def test_an_event_transaction_that_deadlocks_is_submitted_again(monkeypatch):
+    from fakes import FakeClock
+    from ansible_collections.dany.slony.plugins.module_utils import plan as plan_mod
+    from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
+    from ansible_collections.dany.slony.plugins.module_utils.events import Event
+    from ansible_collections.dany.slony.plugins.module_utils.plan import RunContext
+    tries = []
+
+    def submit(cluster, node, calls):
+        tries.append(calls)
+        if len(tries) < 3:
+            raise SlonyError("node 1: setaddtable failed: deadlock detected", node=1,
+                             sqlstate="40P01")
+        return [Event(1, 7, "SET_ADD_TABLE")]
+
+    monkeypatch.setattr(plan_mod, "submit_events", submit)
+    clock = FakeClock()
+    assert plan_mod._submit(None, 1, [("q", ())], RunContext(30, clock=clock)) == [
+        Event(1, 7, "SET_ADD_TABLE")]
+    assert len(tries) == 3 and clock.waited < 1
+
+    def other(cluster, node, calls):
+        raise SlonyError("node 1: setaddtable failed: no such table", node=1, sqlstate="42P01")
+
+    monkeypatch.setattr(plan_mod, "submit_events", other)
+    with pytest.raises(SlonyError, match="no such table"):
+        plan_mod._submit(None, 1, [("q", ())], RunContext(30, clock=FakeClock()))
