@@ -34,11 +34,7 @@ import os
 import re
 import sys
 import tempfile
-
-try:
-    from collections.abc import Mapping
-except ImportError:  # Python 2, as ansible-test sanity compiles for every version
-    from collections import Mapping
+from collections.abc import Mapping
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
