@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Replication sets: CREATE SET, DROP SET, LOCK SET and UNLOCK SET, planned from the
-origin's catalog."""
+"""Replication sets: CREATE SET, DROP SET, MERGE SET, LOCK SET and UNLOCK SET, planned
+from the origin's catalog."""
 
 from __future__ import absolute_import, division, print_function
 
