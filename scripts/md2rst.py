@@ -2,7 +2,7 @@
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Writes the documentation site's versions of the Markdown pages (docs/python-api.md,
-docs/awx.md) into docs/docsite/rst, converted with pandoc (pypandoc-binary, from the docs
+docs/awx.md, docs/adopt.md, docs/monitoring.md) into docs/docsite/rst, converted with pandoc (pypandoc-binary, from the docs
 virtualenv of scripts/docs.sh, so that every machine converts alike).
 
     md2rst.py           rewrite the .rst files
@@ -27,6 +27,8 @@ PREFIX = "ansible_collections.dany.slony.docsite."
 PAGES = {
     "python-api.md": ("python_api", "The Python API"),
     "awx.md": ("awx", None),
+    "adopt.md": ("adopt", None),
+    "monitoring.md": ("monitoring", None),
 }
 HEADER = """..
   Generated from docs/{md} by scripts/md2rst.py: edit the Markdown, then run

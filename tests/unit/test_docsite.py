@@ -19,7 +19,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCSITE = REPO / "docs" / "docsite"
-CONVERTED = [("python-api.md", "python_api.rst"), ("awx.md", "awx.rst")]
+CONVERTED = [("python-api.md", "python_api.rst"), ("awx.md", "awx.rst"), ("adopt.md", "adopt.rst"),
+             ("monitoring.md", "monitoring.rst")]
 
 
 def markdown_code_blocks(text):
