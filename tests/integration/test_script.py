@@ -64,7 +64,7 @@ def state(db):
     return out
 
 
-def run_ddl_playbook(db, tmp_path, check=False, **extra_vars):
+def run_ddl_playbook(db, tmp_path, check=False, cwd=REPO_ROOT, **extra_vars):
     """playbooks/ddl.yml against an inventory of the test cluster (3 local hosts)."""
     inventory = tmp_path / "inventory.json"
     hosts = {"node%d" % n: {"slony_node_id": n, "slony_conninfo": db.conninfo(n),
@@ -78,7 +78,7 @@ def run_ddl_playbook(db, tmp_path, check=False, **extra_vars):
            str(REPO_ROOT / "playbooks/ddl.yml"), "-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc.stdout
@@ -219,7 +219,8 @@ def test_ddl_on_every_node_keyed_replicated_and_only_on(fresh_db, slons, tmp_pat
     for node in ALL:
         assert "note" in columns(db, node, "orders")
         assert "products_sku_upper_idx" in indexes(db, node, "products")
-    out = run_ddl_playbook(db, tmp_path, slony_ddl_dir=str(migrations))
+    # A relative directory is taken from where ansible-playbook runs.
+    out = run_ddl_playbook(db, tmp_path, cwd=tmp_path, slony_ddl_dir="migrations")
     assert "0010_sku_upper.sql: already applied" in out and "changed=1" not in out
     assert db.lab.password not in out
     print("slony_script scenario after bring-up: %.1fs" % (time.monotonic() - started))
