@@ -202,7 +202,8 @@ class Cluster:
         except psycopg2.Error as exc:
             conn.rollback()
             raise SlonyError("%s: cannot read the state of cluster %s: %s" % (
-                self.describe(node), self.name, self.redactor.text(str(exc).strip())), node=node)
+                self.describe(node), self.name, self.redactor.text(str(exc).strip())), node=node,
+                sqlstate=exc.pgcode)
 
     def _read_state(self, conn):
         # One round trip: does the schema exist, and the local node id if it does

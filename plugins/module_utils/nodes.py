@@ -493,8 +493,9 @@ def decide_nodes_absent(read, ids, event_node=None):
             plan.add(wait(event, "wait until the remaining nodes have dropped node(s) %s"
                           % listed, confirmers=survivors))
     for node in ids:
-        state = read.states.get(node, ("absent",))[0]
-        if node in known and state != "unreachable":
+        # (A node without admin_conninfo - a dead node after a failover - is not read.)
+        state = read.states.get(node, ("no admin conninfo",))[0]
+        if node in known and state not in ("unreachable", "no admin conninfo"):
             plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d if its slon "
                                                "has not already done so" % node))
         elif node not in known and state in (NODE_INITIALIZED, NODE_UNINITIALIZED):
@@ -622,9 +623,20 @@ def _uninstall_if_present(cluster, step, ctx):
                  lambda exc: isinstance(exc, _UninstallRace), on_timeout, clock=ctx.clock)
 
 
+# Reading the node's state while its slon drops the schema: a catalog row of the schema
+# vanishes under the query ("could not open relation with OID ...", internal error).
+_STATE_RACE = _UNINSTALL_RACE + ("XX000",)
+
+
 def _uninstall_once(cluster, node):
     cluster.discard(node)
-    state = cluster.state(node)[0]
+    try:
+        state = cluster.state(node)[0]
+    except SlonyError as exc:
+        cluster.discard(node)
+        if exc.sqlstate in _STATE_RACE:
+            raise _UninstallRace(exc.message, node=node, queries=exc.queries)
+        raise
     if state == NODE_NO_SCHEMA:
         cluster.discard(node)
         return []

@@ -317,3 +317,37 @@ def test_repair_config_only_when_recorded_oids_are_stale():
         ("exec", 3, "updateReloid", (2, 3))]
     assert steps[0].slonik == "repair config (set id = 2, event node = 3, execute only on = 3);"
     assert "2 relation(s) recorded on node 3 (public.a, public.s)" in steps[0].description
+
+
+def test_uninstall_looks_again_when_reading_the_state_races_the_slon():
+    class StateRace(UninstallCluster):
+        def state(self, node):
+            self.attempts += 1
+            if self.attempts == 1:
+                raise SlonyError("node 2: cannot read the state of cluster shop: could not open "
+                                 "relation with OID 17011", node=2, sqlstate="XX000")
+            return (NODE_NO_SCHEMA, None)
+
+    clock = FakeClock()
+    cluster = StateRace()
+    assert uninstall(cluster, 300, clock) == [] and cluster.attempts == 2
+    assert clock.waited == pytest.approx(1)
+
+    class Refused(UninstallCluster):
+        def state(self, node):
+            raise SlonyError("node 2: cannot read the state: permission denied", node=2,
+                             sqlstate="42501")
+
+    with pytest.raises(SlonyError, match="permission denied"):
+        uninstall(Refused(), 300, FakeClock())
+
+
+def test_a_node_without_admin_conninfo_is_dropped_but_not_uninstalled():
+    # After a failover the dead origin (node 1) may have no admin_conninfo entry.
+    states = {2: (NODE_INITIALIZED, 2), 3: (NODE_INITIALIZED, 3)}
+    snap = Snapshot(2, 2, nodes=[Node(n, n != 1, "Node %d" % n, n == 1) for n in (1, 2, 3)])
+    read = nodes_mod.NodesRead(nodes_mod.Names("shop", "_shop", sql.Identifier("_shop")),
+                               states, {2: snap}, None)
+    decided = nodes_mod.decide_node_absent(read, 1, event_node=2)
+    assert [(s.kind, s.node, s.function) for s in decided.plan.steps] == [
+        (EVENT, 2, "dropNode"), ("wait", 2, None)]
