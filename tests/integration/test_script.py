@@ -73,7 +73,9 @@ def run_ddl_playbook(db, tmp_path, check=False, cwd=REPO_ROOT, **extra_vars):
              for n in ALL}
     inventory.write_text(json.dumps({"all": {"vars": {"slony_cluster_name": CLUSTER},
                                              "children": {"slony_nodes": {"hosts": hosts}}}}))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    # PWD as a shell sets it for the programs it starts.
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PWD=str(cwd))
     cmd = [str(REPO_ROOT / ".venv/bin/ansible-playbook"), "-i", str(inventory),
            str(REPO_ROOT / "playbooks/ddl.yml"), "-e", json.dumps(extra_vars)]
     if check:
