@@ -18,7 +18,7 @@ from .errors import SlonyError
 from .events import Event, wait_for_event
 from .plan import CALLBACK, EXEC, WAIT, Plan, Planned, Step, call, function_call, wait
 from .setmove import lock_set, unlock_set, wait_older_transactions
-from .tables import merge_ready_wait
+from .tables import merge_steps
 
 DEFAULT_COMMENT = "A replication set so boring no one thought to give it a name"
 
@@ -189,13 +189,7 @@ def _merge_plan(ns, set_id, origin, merge, merge_into, current):
     if problems:
         raise SlonyError("cannot merge set %d into set %d: %s"
                          % (set_id, merge_into, "; ".join(problems)), node=origin)
-    plan.add(merge_ready_wait(origin, merge_into, set_id))
-    plan.add(call(ns, origin, "mergeSet", (merge_into, set_id),
-                  "merge set %d into set %d" % (set_id, merge_into),
-                  slonik="merge set (id = %d, add id = %d, origin = %d);"
-                         % (merge_into, set_id, origin)))
-    plan.add(wait(origin, "wait until every node has merged set %d into set %d"
-                  % (set_id, merge_into)))
+    plan.extend(merge_steps(ns, origin, merge_into, set_id))
     return plan
 
 

@@ -643,14 +643,19 @@ def build_live_plan(kind, namespace, set_id, origin, to_add, subscriptions, pend
             plan.add(completion_wait(temp_id, sub.receiver, sub.provider, required=True))
         plan.add(wait(origin, "wait until node %d sees every copy of set %d confirmed"
                       % (origin, temp_id), confirmers=receivers, required=True))
-        plan.add(merge_ready_wait(origin, set_id, temp_id))
-        plan.add(call(ns, origin, "mergeSet", (set_id, temp_id),
-                      "merge temporary set %d into set %d" % (temp_id, set_id),
-                      slonik="merge set (id = %d, add id = %d, origin = %d);"
-                             % (set_id, temp_id, origin)))
-        plan.add(wait(origin, "wait until every node has merged set %d into set %d"
-                      % (temp_id, set_id)))
+        plan.extend(merge_steps(ns, origin, set_id, temp_id, "temporary set"))
     return plan
+
+
+def merge_steps(ns, origin, set_id, add_id, what="set"):
+    """MERGE SET of ``add_id`` into ``set_id``: the wait until no subscription of either
+    is in progress (Slony refuses the merge before), the merge, the wait until every node
+    has merged. Pure."""
+    return [merge_ready_wait(origin, set_id, add_id),
+            call(ns, origin, "mergeSet", (set_id, add_id),
+                 "merge %s %d into set %d" % (what, add_id, set_id),
+                 slonik="merge set (id = %d, add id = %d, origin = %d);" % (set_id, add_id, origin)),
+            wait(origin, "wait until every node has merged set %d into set %d" % (add_id, set_id))]
 
 
 _IN_PROGRESS = "select {ns}.isSubscriptionInProgress(%s) or {ns}.isSubscriptionInProgress(%s)"
