@@ -18,19 +18,24 @@ class FakeCursor:
         self.connection.executed.append((query, params))
         self.connection.on_execute(query, params)
 
+    def fetchone(self):
+        return self.connection.answer(self.connection.executed[-1][0])
+
     def mogrify(self, query, params=None):
         return str(query).encode("utf-8")
 
 
 class FakeConnection:
-    """``on_execute(query, params)`` runs for every statement; rollbacks and commits
-    are counted."""
+    """``on_execute(query, params)`` runs for every statement; ``answer(query)`` gives
+    the row fetchone() returns after it; rollbacks and commits are counted."""
 
-    def __init__(self, on_execute=lambda query, params: None):
+    def __init__(self, on_execute=lambda query, params: None, answer=lambda query: None):
         self.on_execute = on_execute
+        self.answer = answer
         self.executed = []
         self.rollbacks = 0
         self.commits = 0
+        self.closed = False
 
     def cursor(self):
         return FakeCursor(self)
@@ -40,3 +45,6 @@ class FakeConnection:
 
     def commit(self):
         self.commits += 1
+
+    def close(self):
+        self.closed = True

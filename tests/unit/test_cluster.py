@@ -179,41 +179,13 @@ def test_open_all_leaves_a_single_node_to_the_lazy_path(monkeypatch):
     cluster.open_all()
 
 
-class _LockCursor:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def execute(self, query, params=None):
-        self.conn.executed.append(query)
-
-    def fetchone(self):
-        if "pg_try_advisory_lock" in self.conn.executed[-1]:
-            return (False,)  # another run holds it, for ever
-        return ("4242 (dany.slony (run lock), since 2026-12-02 03:00:00+00)",)
-
-
-class _LockConn:
-    def __init__(self):
-        self.executed = []
-        self.closed = False
-
-    def cursor(self):
-        return _LockCursor(self)
-
-    def close(self):
-        self.closed = True
-
-
 def test_the_run_lock_wait_honours_wait_timeout_and_names_the_holder(monkeypatch):
+    from fake_conn import FakeConnection
     from fakes import FakeClock
     cluster = Cluster("shop", {1: "host=db1 dbname=shop user=slony password=s3cret"})
-    conn = _LockConn()
+    # Another run holds the lock for ever; the holder query names it.
+    conn = FakeConnection(answer=lambda query: (False,) if "pg_try_advisory_lock" in query else (
+        "4242 (dany.slony (run lock), since 2026-12-02 03:00:00+00)",))
     monkeypatch.setattr(cluster, "_run_lock_connection", lambda: (1, conn))
     clock = FakeClock()
     with pytest.raises(SlonyError) as info:
