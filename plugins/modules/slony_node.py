@@ -105,6 +105,41 @@ options:
       - Only with O(state=present); not with O(comment), O(event_node) or O(repair_config).
     type: bool
     default: false
+  clone_from:
+    description:
+      - Adds node O(id) by cloning the existing subscriber O(clone_from) (its provider in
+        slonik's terms), in two phases chosen by O(clone_phase), with a copy of the
+        subscriber's database made in between (C(pg_dump) and restore; C(playbooks/clone_node.yml)
+        does the whole procedure). The clone keeps the subscriber's replication state, so no
+        table is copied again by Slony.
+      - Only a subscriber can be cloned - a node that is the origin of a set, that subscribes to
+        no set, or that is failed is refused, nothing changed.
+      - Only with O(id) and O(state=present); not with O(nodes), O(event_node), O(repair_config)
+        or O(update_functions).
+    type: int
+  clone_phase:
+    description:
+      - V(prepare) (slonik C(CLONE PREPARE), run on O(clone_from)) - once the other nodes are
+        caught up with their configuration, the cluster learns node O(id) as a twin of
+        O(clone_from) (its node row, its paths with the conninfo C(<event pending>), its
+        subscriptions and confirmations, on every node); the module waits until every node
+        has processed that, then creates a SYNC on every other node and waits until
+        O(clone_from) has confirmed them (the procedure of Slony's manual), after which its
+        database may be copied. Nothing is done when node O(id) is already such a twin (or
+        already a node whose database is node O(id)); another node with that id is refused.
+        The database of node O(id) is not touched and need not exist yet.
+      - V(finish) (slonik C(CLONE FINISH), run on the copy) - the database behind node O(id)'s
+        admin conninfo, restored from a copy of O(clone_from)'s database taken after the
+        prepare, becomes node O(id) (C(cloneNodeFinish) - its local node id, the oids of the
+        replicated relations, its listens and confirmations). Nothing is done when that
+        database already is node O(id) with a C(sl_setsync) row for each set it subscribes.
+        Refused, nothing changed, when the database has no Slony schema, is another node,
+        is a copy taken before the prepare, or is the database of O(clone_from) itself.
+        O(clone_from) needs an admin conninfo for that last check.
+      - Then store the paths to and from node O(id) (M(dany.slony.slony_path)) and start its
+        slon (role C(dany.slony.slon)).
+    type: str
+    choices: [prepare, finish]
 notes:
   - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
     its slon daemon; until then the other nodes cannot confirm its events.
@@ -166,6 +201,22 @@ EXAMPLES = r'''
     nodes: [{id: 1}, {id: 2}, {id: 3}]
     update_functions: true
 
+- name: Clone subscriber 2 as node 4, phase 1 (then copy node 2's database to node 4's)
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 4
+    clone_from: 2
+    clone_phase: prepare
+
+- name: Clone subscriber 2 as node 4, phase 2 (on the restored copy)
+  dany.slony.slony_node:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    id: 4
+    clone_from: 2
+    clone_phase: finish
+
 - name: Remove nodes 4 and 5 together (node 4 feeds only node 5)
   dany.slony.slony_node:
     cluster_name: shop
@@ -180,6 +231,10 @@ RETURN = r'''
 before:
   description:
     - The node as the cluster saw it before the run (C(state) is C(absent) when unknown).
+    - With O(clone_from), C(id), C(clone_of), C(phase) (C(absent), C(prepared), C(restored) - its
+      database is the copy, not yet finished - or C(finished)), and as far as known its
+      C(comment), the C(sets) it subscribes, its database's C(local_node_id) and C(setsync)
+      (set id -> C(sl_setsync) event number).
     - With O(nodes), a list of these, in the order of O(nodes).
     - With O(repair_config), the node's C(id) and C(stale_relations), the relations whose
       recorded oid was stale.
@@ -219,6 +274,8 @@ events:
   sample: [{"origin": 1, "seqno": 5000000004, "type": "STORE_NODE"}, {"origin": 1, "seqno": 5000000005, "type": "ENABLE_NODE"}]
 '''
 
+from ansible_collections.dany.slony.plugins.module_utils.clone import (
+    plan_clone_finish, plan_clone_prepare)
 from ansible_collections.dany.slony.plugins.module_utils.nodes import (
     plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
     plan_repair_config)
@@ -238,17 +295,32 @@ def main():
         event_node=dict(type="int"),
         repair_config=dict(type="bool", default=False),
         update_functions=dict(type="bool", default=False),
-    ), mutually_exclusive=[("id", "nodes"), ("nodes", "comment"), ("repair_config", "nodes"),
+        clone_from=dict(type="int"),
+        clone_phase=dict(type="str", choices=["prepare", "finish"]),
+    ), mutually_exclusive=[("clone_from", "nodes"), ("clone_from", "event_node"),
+                           ("clone_from", "repair_config"), ("clone_from", "update_functions"),
+                           ("id", "nodes"), ("nodes", "comment"), ("repair_config", "nodes"),
                            ("repair_config", "comment"), ("repair_config", "event_node"),
                            ("update_functions", "comment"), ("update_functions", "event_node"),
                            ("update_functions", "repair_config")],
-        required_one_of=[("id", "nodes")])
+        required_one_of=[("id", "nodes")], required_together=[("clone_from", "clone_phase")])
     params = slony.params
     for option in ("repair_config", "update_functions"):
         if params[option] and params["state"] == "absent":
             slony.fail("%s: only with state=present (a node that is removed needs none)" % option)
+    if params["clone_from"] is not None:
+        if params["state"] == "absent":
+            slony.fail("clone_from: only with state=present (a clone is a node being added)")
+        if params["clone_phase"] == "finish" and params["comment"] is not None:
+            slony.fail("comment: only with clone_phase=prepare (the clone's comment is given "
+                       "when it is prepared)")
 
     def planner(cluster):
+        if params["clone_from"] is not None:
+            if params["clone_phase"] == "prepare":
+                return plan_clone_prepare(cluster, params["id"], params["clone_from"],
+                                          params["comment"])
+            return plan_clone_finish(cluster, params["id"], params["clone_from"])
         if params["repair_config"]:
             return plan_repair_config(cluster, params["id"])
         if params["update_functions"]:
