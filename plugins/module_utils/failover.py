@@ -1,39 +1,43 @@
 # -*- coding: utf-8 -*-
 # Copyright: dany.slony contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""FAILOVER: promote a backup node for a failed node, the way slonik 2.2 does it.
+"""FAILOVER: promote backup nodes for one or several failed nodes, as slonik 2.2 does.
 
+Several nodes that failed together go into ONE failover (slonik's ``failover (node = (id =
+1, backup node = 2), node = (id = 3, backup node = 4))``): each promotion names the whole
+failed list, so that no surviving node waits for, or pulls from, a node of the list.
 The steps and their order are slonik's (``slonik_failed_node``, reference §2.24):
 
-1. validation on the backup node: every subscriber fed by the failed node has a path
-   to the backup; the backup is a forwarding subscriber of every set of the failed node;
-2. candidates: every surviving node, flagged as a failover candidate when
-   ``sl_failover_targets`` lists it for the failed node's sets;
-3. on every surviving node, in one transaction each: note the backend of its slon in
-   ``sl_nodelock``, ``preFailover(failed, is_candidate)``, commit (paths from the failed
-   node are blanked and the slon restarts);
-4. wait until every slon that was running has registered again (a new backend pid);
-5. the failover candidate holding the most events of the failed node (the backup on a
-   tie; the backup when there is no candidate) becomes the temporary backup T:
-   ``failedNode2(failed, T, seqno, [failed])`` on T creates FAILOVER_NODE; wait until
-   every active surviving node has confirmed it; ``failedNode3`` on T;
-6. when T is not the requested backup: LOCK SET on T, MOVE SET to the backup and wait
-   until the backup has confirmed, set by set (:class:`setmove.SetHandover`, as the
-   switchover).
+1. validation, for every failed node F and its backup B, on B: every node fed by F
+   (outside the failed list) has a path to B; B is a forwarding subscriber of every
+   set of F;
+2. candidates of each F: every surviving node, flagged as a failover candidate of F
+   when ``sl_failover_targets`` lists it for F's sets;
+3. on every surviving node, in one transaction: note the backend of its slon in
+   ``sl_nodelock``, ``preFailover(F, is_candidate)`` for every failed node F, commit
+   (paths from the failed nodes are blanked and the slon restarts);
+4. one wait until every slon that was running has registered again (a new backend);
+5. for each failed node F in the order given: the failover candidate of F holding the
+   most events of F (B on a tie; B when there is no candidate) becomes the temporary
+   backup T: ``failedNode2(F, T, seqno, failed list)`` on T creates FAILOVER_NODE; wait
+   until every active surviving node has confirmed it; ``failedNode3`` on T;
+6. for each F whose T is not B: LOCK SET on T, MOVE SET to B and wait until B has
+   confirmed, set by set (:class:`setmove.SetHandover`, as the switchover).
 
-Planning reads first (:func:`read_failover`: the catalogs of the backup and of every
-surviving node, slonik's queries on the backup, the probe of the failed node, the
-events each survivor holds), then decides from that data alone (:func:`decide_failover`,
+Planning reads first (:func:`read_failovers`: the catalogs of the backups and of every
+surviving node, slonik's queries on each backup, the probe of each failed node, the
+events each survivor holds), then decides from that data alone (:func:`decide_failovers`,
 pure).
 
 What slonik does not do and this module adds: every wait is bounded (slonik's waits
 never end) and names the nodes that are behind and the state of their slon; nothing
 is changed when a surviving node cannot be reached or its slon is not running (the
 failover could not complete; a slon that is restarting is first waited for, by a
-precondition step of the plan, at most ``slon_wait`` seconds); the failed node is
-probed first and a failover of a node whose database answers is refused unless forced;
-a run after a completed failover changes nothing, and a run after an interrupted one
-resumes where it stopped.
+precondition step of the plan, at most ``slon_wait`` seconds); a surviving node that does
+not answer either and feeds a node of the failover is named (it failed too and belongs
+in the list); each failed node is probed first and a failover of a node whose database
+answers is refused unless forced; a run after a completed failover changes nothing, and
+a run after an interrupted one resumes where it stopped, failed node by failed node.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -258,75 +262,39 @@ def _try_connect(conninfo, timeout):
 
 # -- the run ------------------------------------------------------------------------
 
-class FailoverRun:
-    """What the steps of one failover share while they run (and report afterwards).
+def _ids(nodes):
+    return ", ".join(str(n) for n in nodes)
 
-    Pure data at planning time; the step runners get the cluster and the
-    :class:`plan.RunContext` (its clock) when they run. Every wait gets ``timeout``.
-    """
 
-    def __init__(self, ns, failed, backup, survivors, candidates, sets_to_move,
-                 timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None):
-        self.ns = ns
-        self.failed = failed
-        self.backup = backup
+def _resume_hint():
+    return ("; nothing is lost: fix the cause and run the same failover again, it "
+            "resumes where it stopped")
+
+
+class SlonRestarts:
+    """The slons that preFailover restarts: noted by the preFailover steps (the backend
+    of each slon, read under ``sl_config_lock`` before the first preFailover of its node),
+    waited for ONCE, whatever the number of failed nodes."""
+
+    def __init__(self, survivors, failed_list, timeout=DEFAULT_TIMEOUT):
         self.survivors = list(survivors)
-        self.candidates = set(candidates)
-        self.sets_to_move = list(sets_to_move)
+        self.failed_list = list(failed_list)
         self.timeout = timeout
-        self.wait_enabled = wait_enabled
-        self.report = report if report is not None else {}
-        self.slon_pids = {}
-        self.temporary_backup = None
-        self.seqno = None
-        self.event = None
+        self.pids = {}
+        self.waited = False
 
-    def _resume_hint(self):
-        return ("; nothing is lost: fix the cause and run the same failover again, it "
-                "resumes where it stopped")
+    def note(self, node, pid):
+        # The registration seen before the first preFailover on the node is the one
+        # that must be replaced: a later one may already be the restarted slon.
+        self.pids.setdefault(node, pid)
 
-    # -- step 3: preFailover on every surviving node ---------------------------------
-    def pre_failover_step(self, node):
-        ns = self.ns
-        candidate = node in self.candidates
-        query = function_call(ns, "preFailover", (self.failed, candidate))
-
-        def run(cluster, step, ctx):
-            del ctx
-            # slonik reads the slon's backend under sl_config_lock and calls preFailover
-            # in the same transaction: the slon cannot re-register in between.
-            conn = cluster.connection(step.node)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
-                                ("%ds" % max(1, int(self.timeout)),))
-                    cur.execute(sql.SQL("lock table {}.sl_config_lock").format(ns))
-                    cur.execute(sql.SQL(_SLON_BACKEND).format(ns=ns), (cluster.namespace,))
-                    row = cur.fetchone()
-                    text = cur.mogrify(step.query, step.params).decode("utf-8")
-                    cur.execute(step.query, step.params)
-                conn.commit()
-            except psycopg2.Error as exc:
-                conn.rollback()
-                raise cluster.error(step.node, exc, doing="preFailover(%d, %s) on node %d" % (
-                    self.failed, "true" if candidate else "false", step.node))
-            cluster.log(step.node, "lock table %s.sl_config_lock; %s" % (
-                cluster.quoted_namespace(step.node), text))
-            self.slon_pids[step.node] = row[0] if row else None
-            return []
-
-        return Step(CALLBACK, node,
-                    "prepare node %d for the failover of node %d (preFailover, failover "
-                    "candidate: %s): blank its paths from node %d and restart its slon"
-                    % (node, self.failed, yes_no(candidate), self.failed),
-                    query=query, params=(self.failed, candidate), function="preFailover",
-                    args=(self.failed, candidate), run=run)
-
-    # -- step 4: the slons restart ---------------------------------------------------
-    def wait_for_restarts(self, cluster, clock=SYSTEM_CLOCK):
-        """Wait until every slon noted by preFailover has registered with a new backend."""
-        pending = dict((node, pid) for node, pid in self.slon_pids.items() if pid is not None)
+    def wait(self, cluster, clock=SYSTEM_CLOCK):
+        """Wait until every slon noted has registered with a new backend (once)."""
+        if self.waited:
+            return
+        pending = dict((node, pid) for node, pid in self.pids.items() if pid is not None)
         query = sql.SQL(_SLON_RESTARTED).format(ns=cluster.ns)
+        failed = _ids(self.failed_list)
 
         def probe():
             for node in sorted(pending):
@@ -336,15 +304,100 @@ class FailoverRun:
                 return True
             return Pending([Behind(node, "no new slon registration since backend %d" % pid)
                             for node, pid in sorted(pending.items())], note=(
-                "preFailover has run on node(s) %s (their paths from node %d are blanked); "
-                "node %d is not failed over yet. slon restarts its worker 20 s after the "
+                "preFailover has run on node(s) %s (their paths from node(s) %s are blanked); "
+                "node(s) %s not failed over yet. slon restarts its worker 20 s after the "
                 "request; a slon that is running but never restarts is hung: restart it%s" % (
-                    ", ".join(map(str, self.survivors)), self.failed, self.failed,
-                    self._resume_hint())))
+                    _ids(self.survivors), failed, failed, _resume_hint())))
 
-        poll_until(probe, self.timeout, lambda p: timeout_error(
-            cluster, "the slon daemons to restart after preFailover", self.timeout, p),
-            clock=clock)
+        if pending:
+            poll_until(probe, self.timeout, lambda p: timeout_error(
+                cluster, "the slon daemons to restart after preFailover", self.timeout, p),
+                clock=clock)
+        self.waited = True
+
+
+def pre_failover_step(ns, node, calls, restarts, timeout=DEFAULT_TIMEOUT, slonik=None):
+    """preFailover(F, is_candidate) for every ``(F, is_candidate)`` of ``calls`` on
+    ``node``, in one transaction under ``sl_config_lock`` (the slon's backend is read
+    first, in the same transaction, so it cannot re-register in between; one commit,
+    one restart of the slon)."""
+    query = sql.SQL("; ").join(function_call(ns, "preFailover", c) for c in calls)
+    params = tuple(v for c in calls for v in c)
+    doing = ", ".join("preFailover(%d, %s)" % (f, "true" if c else "false") for f, c in calls)
+
+    def run(cluster, step, ctx):
+        del ctx
+        conn = cluster.connection(step.node)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
+                            ("%ds" % max(1, int(timeout)),))
+                cur.execute(sql.SQL("lock table {}.sl_config_lock").format(ns))
+                cur.execute(sql.SQL(_SLON_BACKEND).format(ns=ns), (cluster.namespace,))
+                row = cur.fetchone()
+                text = cur.mogrify(step.query, step.params).decode("utf-8")
+                cur.execute(step.query, step.params)
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise cluster.error(step.node, exc, doing="%s on node %d" % (doing, step.node))
+        cluster.log(step.node, "lock table %s.sl_config_lock; %s" % (
+            cluster.quoted_namespace(step.node), text))
+        restarts.note(step.node, row[0] if row else None)
+        return []
+
+    failed = _ids(f for f, c in calls)
+    candidate = "; ".join("failover candidate for node %d: %s" % (f, yes_no(c)) for f, c in calls)
+    return Step(CALLBACK, node,
+                "prepare node %d for the failover of node(s) %s (preFailover, %s): blank its "
+                "paths from node(s) %s and restart its slon" % (node, failed, candidate, failed),
+                slonik=slonik, query=query, params=params, function="preFailover",
+                args=params, run=run)
+
+
+class FailoverRun:
+    """What the steps of the failover of one failed node share while they run (and
+    report afterwards); the runs of one call share the failed list and the slon
+    restarts (:class:`SlonRestarts`).
+
+    Pure data at planning time; the step runners get the cluster and the
+    :class:`plan.RunContext` (its clock) when they run. Every wait gets ``timeout``.
+    """
+
+    def __init__(self, ns, failed, backup, survivors, candidates, sets_to_move,
+                 timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None, failed_list=None,
+                 restarts=None):
+        self.ns = ns
+        self.failed = failed
+        self.backup = backup
+        self.survivors = list(survivors)
+        self.candidates = set(candidates)
+        self.sets_to_move = list(sets_to_move)
+        self.timeout = timeout
+        self.wait_enabled = wait_enabled
+        self.report = report if report is not None else {}
+        self.failed_list = list(failed_list or [failed])
+        self.restarts = restarts or SlonRestarts(survivors, self.failed_list, timeout)
+        self.temporary_backup = None
+        self.seqno = None
+        self.event = None
+
+    @property
+    def slon_pids(self):
+        return self.restarts.pids
+
+    @slon_pids.setter
+    def slon_pids(self, pids):
+        self.restarts.pids = dict(pids)
+
+    # -- step 3: preFailover on every surviving node ---------------------------------
+    def pre_failover_step(self, node):
+        return pre_failover_step(self.ns, node, [(self.failed, node in self.candidates)],
+                                 self.restarts, self.timeout)
+
+    # -- step 4: the slons restart (once for every failed node) ----------------------
+    def wait_for_restarts(self, cluster, clock=SYSTEM_CLOCK):
+        self.restarts.wait(cluster, clock)
 
     # -- step 5: promote the most-ahead candidate ------------------------------------
     def seqnos(self, cluster):
@@ -365,9 +418,8 @@ class FailoverRun:
         self.temporary_backup = target
         self.seqno = seqno
         self.report["temporary_backup"] = target
-        query = function_call(cluster.ns, "failedNode2",
-                              (self.failed, target, seqno, [self.failed]))
-        events = submit_event(cluster, target, query, (self.failed, target, seqno, [self.failed]))
+        args = (self.failed, target, seqno, list(self.failed_list))
+        events = submit_event(cluster, target, function_call(cluster.ns, "failedNode2", args), args)
         failover = [e for e in events if e.type == "FAILOVER_NODE"]
         if not failover:
             raise SlonyError("failedNode2 on node %d created no FAILOVER_NODE event"
@@ -379,7 +431,8 @@ class FailoverRun:
     def confirmers(self, cluster, target):
         snap = read_snapshot(cluster, target)
         return sorted(n.id for n in snap.nodes.values()
-                      if n.active and n.id != target and n.id != self.failed)
+                      if n.active and n.id != target and n.id not in self.failed_list
+                      and not n.failed)
 
     def wait_failover_confirmed(self, cluster, clock=SYSTEM_CLOCK):
         target = self.temporary_backup
@@ -390,11 +443,12 @@ class FailoverRun:
             raise SlonyError(
                 "%s. A node confirms FAILOVER_NODE once its slon has applied node %d's "
                 "events up to %s from node %d (it retries every 10 s)%s" % (
-                    exc.message, self.failed, self.seqno, target, self._resume_hint()),
+                    exc.message, self.failed, self.seqno, target, _resume_hint()),
                 node=exc.node, queries=cluster.queries)
 
     def finish(self, cluster, step, ctx):
         del step
+        self.wait_for_restarts(cluster, ctx.clock)
         self.wait_failover_confirmed(cluster, ctx.clock)
         target = self.temporary_backup
         query = function_call(cluster.ns, "failedNode3", (self.failed, target, self.seqno))
@@ -402,6 +456,7 @@ class FailoverRun:
 
     def wait_confirmed_only(self, cluster, step, ctx):
         del step
+        self.wait_for_restarts(cluster, ctx.clock)
         self.wait_failover_confirmed(cluster, ctx.clock)
 
     # -- step 6: move the sets from the temporary backup to the backup -----------------
@@ -430,29 +485,39 @@ class FailoverRun:
 
     # -- DROP NODE --------------------------------------------------------------------
     def drop_failed_node(self, cluster, step, ctx):
+        return drop_failed_nodes(self.failed_list, self.backup, self.wait_enabled,
+                                 self.timeout)(cluster, step, ctx)
+
+
+def drop_failed_nodes(failed_list, event_node, wait_enabled, timeout):
+    """The runner of the final DROP NODE of every failed node (one event, planned as
+    ``slony_node`` plans it, at run time: the nodes are failed by then)."""
+    def run(cluster, step, ctx):
         del step
-        from .nodes import plan_node_absent  # DROP NODE as slony_node plans it
-        plan = plan_node_absent(cluster, self.failed, event_node=self.backup).plan
-        return execute_plan(cluster, plan, wait_enabled=self.wait_enabled,
-                            timeout=self.timeout, share_dir=ctx.share_dir, clock=ctx.clock)
+        from .nodes import plan_nodes_absent  # DROP NODE as slony_node plans it
+        plan = plan_nodes_absent(cluster, list(failed_list), event_node=event_node).plan
+        return execute_plan(cluster, plan, wait_enabled=wait_enabled, timeout=timeout,
+                            share_dir=ctx.share_dir, clock=ctx.clock)
+    return run
 
 
 # -- reading --------------------------------------------------------------------------
 
 class FailoverRead:
-    """Everything :func:`decide_failover` needs, read by :func:`read_failover` (plain data).
+    """What :func:`decide_failovers` needs about one failed node (plain data).
 
-    ``snaps``: node id -> its own catalog, for the backup and every surviving node;
-    ``probe``: (reachable, findings) of the failed node, read when the failover is not
-    complete everywhere; ``sets_rows``: slonik's sets to move; ``promotion``: (node,
-    FAILOVER_NODE event, seqno) when failedNode2 already ran on a survivor; ``orphans``,
-    ``not_forwarded``: slonik's validation rows; ``seqnos``: survivor -> the highest
-    event of the failed node it holds; ``drop_plan``: DROP NODE's plan, read when the
-    failover is complete and the failed node is to be dropped.
+    ``snaps``: node id -> its own catalog, for the backups and every surviving node
+    (shared by the failed nodes of one call); ``probe``: (reachable, findings) of the
+    failed node, read when its failover is not complete everywhere; ``sets_rows``:
+    slonik's sets to move; ``promotion``: (node, FAILOVER_NODE event, seqno) when
+    failedNode2 already ran on a survivor; ``orphans``, ``not_forwarded``: slonik's
+    validation rows; ``seqnos``: survivor -> the highest event of the failed node it
+    holds; ``drop_plan``: DROP NODE's plan (see :class:`FailoversRead`);
+    ``failed_list``: every failed node of the call.
     """
 
     def __init__(self, cluster_name, failed, backup, survivors=(), candidates=(), snaps=None,
-                 admin_nodes=()):
+                 admin_nodes=(), failed_list=None):
         self.cluster_name = cluster_name
         self.failed = failed
         self.backup = backup
@@ -460,6 +525,7 @@ class FailoverRead:
         self.candidates = list(candidates)
         self.snaps = dict(snaps or {})
         self.admin_nodes = list(admin_nodes)
+        self.failed_list = list(failed_list or [failed])
         self.probe = None
         self.sets_rows = []
         self.promotion = None
@@ -467,6 +533,59 @@ class FailoverRead:
         self.not_forwarded = []
         self.seqnos = {}
         self.drop_plan = None
+
+
+class FailoversRead:
+    """Everything :func:`decide_failovers` needs for one call (plain data).
+
+    ``pairs``: one :class:`FailoverRead` per failed node, in the order given;
+    ``survivors``: every node that is neither in the failed list nor failed earlier;
+    ``snaps``: the catalogs of the backups and of the survivors that answered;
+    ``unreachable``: survivor -> what probing it found, for the survivors that could
+    not be read (a failover cannot complete without them); ``drop_plan``: DROP NODE's
+    plan for the failed nodes still known, read when every failover is complete.
+    """
+
+    def __init__(self, cluster_name, pairs, survivors=(), snaps=None, unreachable=None,
+                 drop_plan=None):
+        self.cluster_name = cluster_name
+        self.pairs = list(pairs)
+        self.survivors = list(survivors)
+        self.snaps = snaps if snaps is not None else {}
+        self.unreachable = dict(unreachable or {})
+        self.drop_plan = drop_plan
+
+    @property
+    def failed_list(self):
+        return [p.failed for p in self.pairs]
+
+    @classmethod
+    def of_one(cls, read):
+        """The call made of one :class:`FailoverRead` (the single-node form)."""
+        return cls(read.cluster_name, [read], read.survivors, read.snaps,
+                   getattr(read, "unreachable", None), read.drop_plan)
+
+
+def check_pairs(pairs):
+    """The failed node / backup node pairs of one call, checked (pure): a list of
+    (failed, backup) tuples in the order given."""
+    pairs = [(int(f), int(b)) for f, b in pairs]
+    if not pairs:
+        raise SlonyError("no failed node given")
+    failed = [f for f, b in pairs]
+    errors = []
+    for f, b in pairs:
+        if f == b:
+            errors.append("node %d is its own backup node" % f)
+        elif b in failed:
+            errors.append("the backup node %d of node %d is itself in the failed list" % (b, f))
+    dupes = sorted(set(f for f in failed if failed.count(f) > 1))
+    if dupes:
+        errors.append("node(s) %s listed more than once" % _ids(dupes))
+    if errors:
+        raise SlonyError("invalid failover of node(s) %s: %s; nothing was changed"
+                         % (_ids(failed), "; ".join(errors)))
+    return pairs
 
 
 def check_backup(cluster_name, backup, bsnap):
@@ -492,35 +611,87 @@ def incomplete_nodes(snaps, failed):
     return sorted(n for n in snaps if not failover_complete_on(snaps[n], failed))
 
 
-def read_failover(cluster, failed, backup, drop_failed=False, probe=probe_failed_node):
-    """Read what the failover of ``failed`` to ``backup`` is decided from (slonik's
-    queries, in its order); a :class:`FailoverRead`. What the earlier reads show decides
-    what else is worth reading (nothing more once the failover is complete)."""
-    cluster.require_node(backup, "the failover (it is the backup node)")
-    bsnap = read_snapshot(cluster, backup)
-    check_backup(cluster.name, backup, bsnap)
-    params = {"failed": failed, "backup": backup, "failed_list": [failed]}
-    survivors, candidates = survivors_and_candidates(_fetch(cluster, backup, _CANDIDATES, params))
-    check_survivors_reachable(cluster.name, survivors, cluster.nodes())
-    data = FailoverRead(cluster.name, failed, backup, survivors, candidates, {backup: bsnap},
-                        cluster.nodes())
-    for node in survivors:
-        if node not in data.snaps:
+def _read_survivor(cluster, node, data, probe):
+    """The survivor's catalog into ``data.snaps``; or, when it cannot be reached, what
+    probing it finds into ``data.unreachable`` (for the decision to name it)."""
+    error = None
+    try:
+        if cluster.has_node(node):
             data.snaps[node] = read_snapshot(cluster, node)
-    if not incomplete_nodes(data.snaps, failed):
-        if drop_failed and failed in bsnap.nodes:
-            from .nodes import plan_node_absent
-            data.drop_plan = plan_node_absent(cluster, failed, event_node=backup).plan
+            return
+    except SlonyError as exc:
+        error = exc
+    reachable, findings = probe(cluster, node, data.snaps[data.pairs[0].backup])
+    if reachable:
+        if error is None:  # it answers, but admin_conninfo has no entry for it
+            check_survivors_reachable(cluster.name, data.survivors, cluster.nodes())
+        raise error
+    data.unreachable[node] = findings
+
+
+def read_failovers(cluster, pairs, drop_failed=False, probe=probe_failed_node):
+    """Read what the failover of every (failed, backup) pair is decided from (slonik's
+    queries, in its order); a :class:`FailoversRead`. What the earlier reads show
+    decides what else is worth reading (nothing more once every failover is complete)."""
+    pairs = check_pairs(pairs)
+    failed_list = [f for f, b in pairs]
+    snaps = {}
+    reads = []
+    survivors = set()
+    for failed, backup in pairs:
+        cluster.require_node(backup, "the failover (it is the backup node of node %d)" % failed)
+        if backup not in snaps:
+            snaps[backup] = read_snapshot(cluster, backup)
+            check_backup(cluster.name, backup, snaps[backup])
+        params = {"failed": failed, "backup": backup, "failed_list": failed_list}
+        mine, candidates = survivors_and_candidates(
+            _fetch(cluster, backup, _CANDIDATES, params))
+        survivors.update(mine)
+        reads.append(FailoverRead(cluster.name, failed, backup, mine, candidates, snaps,
+                                  cluster.nodes(), failed_list))
+    data = FailoversRead(cluster.name, reads, sorted(survivors - set(failed_list)), snaps)
+    for read in reads:
+        read.snaps = snaps  # one dict for the whole call
+        read.survivors = data.survivors
+    for node in data.survivors:
+        if node not in snaps:
+            _read_survivor(cluster, node, data, probe)
+    if data.unreachable:
+        return data  # refused: nothing more is worth reading
+    pending = [r for r in reads if incomplete_nodes(snaps, r.failed)]
+    if not pending:
+        if drop_failed:
+            event_node = pairs[0][1]
+            known = [f for f in failed_list if f in snaps[event_node].nodes]
+            if known:
+                from .nodes import plan_nodes_absent
+                data.drop_plan = plan_nodes_absent(cluster, known, event_node=event_node).plan
         return data
-    data.probe = probe(cluster, failed, bsnap)
-    data.sets_rows = [r[0] for r in _fetch(cluster, backup, _SETS_TO_MOVE, params)]
-    data.promotion = _find_promotion(cluster, data.snaps, failed)
-    if data.promotion is None:
-        data.orphans = [r[0] for r in _fetch(cluster, backup, _ORPHANS, params)]
-        data.not_forwarded = [r[0] for r in _fetch(cluster, backup, _NOT_FORWARDED, params)]
-        data.seqnos = dict((node, _fetch(cluster, node, _MAX_SEQNO, (failed,))[0][0])
-                           for node in survivors)
+    for read in pending:
+        _read_pair(cluster, read, probe)
     return data
+
+
+def _read_pair(cluster, read, probe):
+    failed, backup = read.failed, read.backup
+    params = {"failed": failed, "backup": backup, "failed_list": read.failed_list}
+    read.probe = probe(cluster, failed, read.snaps[backup])
+    read.sets_rows = [r[0] for r in _fetch(cluster, backup, _SETS_TO_MOVE, params)]
+    read.promotion = _find_promotion(cluster, read.snaps, failed)
+    if read.promotion is None:
+        read.orphans = [r[0] for r in _fetch(cluster, backup, _ORPHANS, params)]
+        read.not_forwarded = [r[0] for r in _fetch(cluster, backup, _NOT_FORWARDED, params)]
+        read.seqnos = dict((node, _fetch(cluster, node, _MAX_SEQNO, (failed,))[0][0])
+                           for node in read.survivors)
+
+
+def read_failover(cluster, failed, backup, drop_failed=False, probe=probe_failed_node):
+    """:func:`read_failovers` for one failed node: its :class:`FailoverRead` (with
+    ``unreachable`` and ``drop_plan`` of the call)."""
+    data = read_failovers(cluster, [(failed, backup)], drop_failed=drop_failed, probe=probe)
+    read = data.pairs[0]
+    read.unreachable, read.drop_plan = data.unreachable, data.drop_plan
+    return read
 
 
 def _find_promotion(cluster, snaps, failed):
@@ -572,14 +743,15 @@ def _check_slons(data, slon_wait=0):
             down.append(node)
     if not down:
         return None
+    failed = _ids(data.failed_list)
 
     def refusal(nodes, waited=None):
         return ("the slon daemon of surviving node(s) %s is not running%s; the failover of node "
-                "%d needs every surviving node's slon (each one must process FAILOVER_NODE). "
+                "%s needs every surviving node's slon (each one must process FAILOVER_NODE). "
                 "Start it (role dany.slony.slon) and run the failover again; nothing was "
                 "changed%s" % (", ".join(map(str, nodes)),
                                " (waited %ss for it to come back)" % slon_wait if waited else "",
-                               data.failed, "; " + waited if waited else ""))
+                               failed, "; " + waited if waited else ""))
 
     if not slon_wait:
         raise SlonyError(refusal(down), node=down[0])
@@ -587,9 +759,55 @@ def _check_slons(data, slon_wait=0):
     def run(cluster, step, ctx):
         wait_for_slons(cluster, down, slon_wait, refusal, clock=ctx.clock)
 
-    return Step(WAIT, data.backup, "wait up to %ss for the slon daemon of surviving node(s) %s "
-                "to run again; refuse the failover, nothing changed, if it does not"
+    return Step(WAIT, data.pairs[0].backup, "wait up to %ss for the slon daemon of surviving "
+                "node(s) %s to run again; refuse the failover, nothing changed, if it does not"
                 % (slon_wait, ", ".join(map(str, down))), required=True, run=run)
+
+
+def feeds_of(snaps, node, failed_list):
+    """{receiver: [set ids]} that ``node`` provides to nodes outside ``failed_list``, as
+    any of ``snaps`` shows it (pure)."""
+    feeds = {}
+    for snap in snaps.values():
+        for sub in snap.subscriptions.values():
+            if sub.provider == node and sub.receiver != node and sub.receiver not in failed_list:
+                feeds.setdefault(sub.receiver, set()).add(sub.set)
+    return dict((r, sorted(s)) for r, s in feeds.items())
+
+
+def _refuse_unreachable(data):
+    """A surviving node that cannot be reached: the failover cannot complete. When it
+    feeds nodes of the failover (a provider on their path), it failed too and was left
+    out of the failed list: it is named as such."""
+    if not data.unreachable:
+        return
+    failed = data.failed_list
+    messages = []
+    for node in sorted(data.unreachable):
+        findings = "; ".join(data.unreachable[node]) or "no admin_conninfo and no path to it"
+        feeds = feeds_of(data.snaps, node, failed)
+        origin_of = sorted(s.id for snap in data.snaps.values() for s in snap.sets.values()
+                           if s.origin == node)
+        if feeds or origin_of:
+            what = []
+            if feeds:
+                what.append("feeds " + ", ".join(
+                    "node %d (set%s %s)" % (r, "s" if len(feeds[r]) > 1 else "", _ids(feeds[r]))
+                    for r in sorted(feeds)))
+            if origin_of:
+                what.append("is the origin of set(s) %s" % _ids(origin_of))
+            messages.append(
+                "node %d does not answer either (%s) and %s: the failover depends on it, so it "
+                "failed too and was left out of the failed list. Fail it over in the same call "
+                "(add {id: %d, backup_node: N} to nodes, N a node with a path to each node it "
+                "feeds), or bring it back" % (node, findings, " and ".join(what), node))
+        else:
+            messages.append(
+                "surviving node %d does not answer (%s): every surviving node must confirm the "
+                "failover. Bring it back, or fail it over in the same call (add {id: %d, "
+                "backup_node: N} to nodes)" % (node, findings, node))
+    raise SlonyError("cannot fail node(s) %s over: %s; nothing was changed" % (
+        _ids(failed), "; ".join(messages)), node=sorted(data.unreachable)[0])
 
 
 def _validate(data, sets_of_failed):
@@ -625,16 +843,18 @@ def _check_candidates(snaps, candidates, failed):
 
 
 def _done_plan(data):
-    """The failover is complete everywhere: wait for a DROP NODE, or drop the node."""
+    """Every failover is complete everywhere: wait for a DROP NODE, or drop the nodes."""
     plan = Plan()
-    failed, backup = data.failed, data.backup
-    if failed not in data.snaps[backup].nodes:
-        still_known = sorted(n for n in data.snaps if failed in data.snaps[n].nodes)
+    event_node = data.pairs[0].backup
+    gone = [p.failed for p in data.pairs if p.failed not in data.snaps[p.backup].nodes]
+    if gone:
+        still_known = sorted(n for n in data.snaps
+                             if any(f in data.snaps[n].nodes for f in gone))
         if still_known:
-            plan.add(Step(WAIT, backup, "wait until node(s) %s have processed the DROP NODE "
-                          "of node %d" % (", ".join(map(str, still_known)), failed),
+            plan.add(Step(WAIT, event_node, "wait until node(s) %s have processed the DROP "
+                          "NODE of node(s) %s" % (_ids(still_known), _ids(gone)),
                           confirmers=still_known))
-    elif data.drop_plan is not None:
+    if data.drop_plan is not None:
         plan.extend(data.drop_plan.steps)
     return plan
 
@@ -651,7 +871,14 @@ def _refuse_live_node(data, force):
                                 failed), node=failed)
 
 
-def _resume_steps(data, run, sets_of_failed, slonik):
+def failover_slonik(pairs):
+    """slonik's FAILOVER for (failed, backup) pairs."""
+    if len(pairs) == 1:
+        return "failover (id = %d, backup node = %d);" % tuple(pairs[0])
+    return "failover (%s);" % ", ".join("node = (id = %d, backup node = %d)" % p for p in pairs)
+
+
+def _resume_steps(data, run, sets_of_failed):
     """failedNode2 already ran on a survivor (an interrupted run): finish from there."""
     target, event, seqno = data.promotion
     failed = data.failed
@@ -670,36 +897,41 @@ def _resume_steps(data, run, sets_of_failed, slonik):
                  "event %s of node %d); wait until every surviving node has confirmed it, then "
                  "finish on node %d (failedNode3)" % (
                      failed, target, event.seqno, seqno, failed, target),
-                 slonik=slonik, query=function_call(run.ns, "failedNode3", (failed, target, seqno)),
+                 query=function_call(run.ns, "failedNode3", (failed, target, seqno)),
                  params=(failed, target, seqno), function="failedNode3",
                  args=(failed, target, seqno), run=run.finish)]
 
 
-def _promotion_steps(data, run, sets_of_failed, slonik):
-    """preFailover everywhere, then failedNode2 and failedNode3 on the node expected to be
-    the most ahead (chosen again at run time, after the slons restarted)."""
-    failed, ns = data.failed, run.ns
+def _check_promotion(data, sets_of_failed):
+    """The checks of a failover still to promote (all done before any step); returns
+    the node expected to be promoted and its seqno."""
+    failed = data.failed
     _validate(data, sets_of_failed)
     _check_candidates(data.snaps, data.candidates, failed)
-    seqnos = data.seqnos
-    run.report["failed_node_events"] = [{"node": n, "max_seqno": seqnos[n]} for n in sorted(seqnos)]
-    expected, expected_seqno = choose_temporary_backup(data.backup, seqnos, data.candidates)
+    expected, expected_seqno = choose_temporary_backup(data.backup, data.seqnos, data.candidates)
     if not expected_seqno:
         raise SlonyError("no surviving node holds any event of node %d, so there is no "
                          "point to fail over from; nothing was changed" % failed,
                          node=data.backup)
+    return expected, expected_seqno
+
+
+def _promotion_steps(data, run, expected, expected_seqno):
+    """failedNode2 and failedNode3 on the node expected to be the most ahead (chosen
+    again at run time, after the slons restarted and the earlier failed nodes)."""
+    failed, ns = data.failed, run.ns
+    seqnos = data.seqnos
+    run.report["failed_node_events"] = [{"node": n, "max_seqno": seqnos[n]} for n in sorted(seqnos)]
     run.report["temporary_backup"] = expected
-    steps = [run.pre_failover_step(node) for node in data.survivors]
-    if steps:
-        steps[0].slonik = slonik
-    promote_args = (failed, expected, expected_seqno, [failed])
-    steps.append(Step(CALLBACK, expected,
-                      "wait until the slons of node(s) %s have restarted, then promote the "
-                      "failover candidate holding the most events of node %d (now node %d, up "
-                      "to event %s): failedNode2 creates FAILOVER_NODE" % (
-                          ", ".join(map(str, data.survivors)), failed, expected, expected_seqno),
-                      query=function_call(ns, "failedNode2", promote_args), params=promote_args,
-                      function="failedNode2", args=promote_args[:3], run=run.promote))
+    promote_args = (failed, expected, expected_seqno, list(run.failed_list))
+    steps = [Step(CALLBACK, expected,
+                  "wait until the slons of node(s) %s have restarted, then promote the "
+                  "failover candidate holding the most events of node %d (now node %d, up "
+                  "to event %s): failedNode2 creates FAILOVER_NODE for the failed list %s" % (
+                      _ids(data.survivors), failed, expected, expected_seqno,
+                      _ids(run.failed_list)),
+                  query=function_call(ns, "failedNode2", promote_args), params=promote_args,
+                  function="failedNode2", args=promote_args[:3], run=run.promote)]
     finish_args = (failed, expected, expected_seqno)
     steps.append(Step(CALLBACK, expected,
                       "wait until every surviving node has confirmed FAILOVER_NODE, then "
@@ -710,84 +942,155 @@ def _promotion_steps(data, run, sets_of_failed, slonik):
     return steps
 
 
-def _final_steps(data, run, drop_failed):
-    """MOVE SET from the promoted node to the backup when they differ; DROP NODE."""
-    failed, backup, ns = data.failed, data.backup, run.ns
-    steps = []
-    if run.sets_to_move:
-        shown = run.temporary_backup or run.report["temporary_backup"]
-        first = (run.sets_to_move[0], backup)
-        steps.append(Step(CALLBACK, backup,
-                          "if the promoted node (now expected: node %s) is not node %d: LOCK "
-                          "SET, MOVE SET to node %d and wait until node %d confirms, for set(s) "
-                          "%s" % (shown, backup, backup, backup,
-                                  ", ".join(map(str, run.sets_to_move))),
-                          query=function_call(ns, "moveSet", first), params=first,
-                          function="moveSet", args=first, run=run.move_sets))
-    if drop_failed:
-        steps.append(Step(CALLBACK, backup,
-                          "drop node %d from the cluster through node %d (DROP NODE) and wait "
-                          "until the other nodes have dropped it" % (failed, backup),
-                          slonik="drop node (id = %d, event node = %d);" % (failed, backup),
-                          query=function_call(ns, "dropNode", ([failed],)), params=([failed],),
-                          function="dropNode", args=([failed],), run=run.drop_failed_node))
-    return steps
+def _move_step(data, run):
+    """MOVE SET from the promoted node to the backup when they differ."""
+    backup, ns = data.backup, run.ns
+    if not run.sets_to_move:
+        return []
+    shown = run.temporary_backup or run.report["temporary_backup"]
+    first = (run.sets_to_move[0], backup)
+    return [Step(CALLBACK, backup,
+                 "if the promoted node (now expected: node %s) is not node %d: LOCK "
+                 "SET, MOVE SET to node %d and wait until node %d confirms, for set(s) "
+                 "%s" % (shown, backup, backup, backup, ", ".join(map(str, run.sets_to_move))),
+                 query=function_call(ns, "moveSet", first), params=first,
+                 function="moveSet", args=first, run=run.move_sets)]
 
 
-def decide_failover(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
-                    wait_enabled=True, slon_wait=0):
-    """The Planned failover, decided from ``data`` (a :class:`FailoverRead`) alone."""
-    failed, backup = data.failed, data.backup
-    fentry = data.snaps[backup].nodes.get(failed)
-    extra = {"surviving_nodes": data.survivors, "candidates": data.candidates,
-             "temporary_backup": None, "failed_node_reachable": None,
-             "failed_node_probe": []}
-    sets_of_failed = sets_of_failed_node(data.snaps, failed)
-    state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
-    before = _view(failed, backup, state, _set_views(sets_of_failed))
-    after = _view(failed, backup, "absent" if drop_failed or state == "absent" else "failed",
-                  _set_views(sets_of_failed, origin=backup))
-    if not incomplete_nodes(data.snaps, failed):
+def _drop_step(data, ns, wait_enabled, timeout):
+    failed = data.failed_list
+    event_node = data.pairs[0].backup
+    ids = "'%s'" % ",".join(map(str, failed)) if len(failed) > 1 else str(failed[0])
+    return Step(CALLBACK, event_node,
+                "drop node(s) %s from the cluster through node %d (DROP NODE) and wait until "
+                "the other nodes have dropped them" % (_ids(failed), event_node),
+                slonik="drop node (id = %s, event node = %d);" % (ids, event_node),
+                query=function_call(ns, "dropNode", (failed,)), params=(failed,),
+                function="dropNode", args=(failed,),
+                run=drop_failed_nodes(failed, event_node, wait_enabled, timeout))
+
+
+def _pair_report(read):
+    return {"failed_node": read.failed, "backup_node": read.backup,
+            "candidates": list(read.candidates), "temporary_backup": None,
+            "failed_node_reachable": None, "failed_node_probe": []}
+
+
+def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
+                     wait_enabled=True, slon_wait=0):
+    """The Planned failover of every failed node of ``data`` (a :class:`FailoversRead`),
+    decided from that data alone. ``before``/``after``: ``{"nodes": [per failed node]}``;
+    ``extra``: ``surviving_nodes`` and ``failed_nodes`` (per failed node: its candidates,
+    the node promoted first, what probing it found, the events each survivor holds)."""
+    reports = [_pair_report(p) for p in data.pairs]
+    extra = {"surviving_nodes": list(data.survivors), "failed_nodes": reports}
+    befores, afters, sets_of = [], [], {}
+    for read in data.pairs:
+        failed, backup = read.failed, read.backup
+        fentry = data.snaps[backup].nodes.get(failed)
+        sets_of[failed] = sets_of_failed_node(data.snaps, failed)
+        state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
+        befores.append(_view(failed, backup, state, _set_views(sets_of[failed])))
+        afters.append(_view(failed, backup,
+                             "absent" if drop_failed or state == "absent" else "failed",
+                             _set_views(sets_of[failed], origin=backup)))
+    before, after = {"nodes": befores}, {"nodes": afters}
+    pending = [(read, report) for read, report in zip(data.pairs, reports)
+               if incomplete_nodes(data.snaps, read.failed) or data.unreachable]
+    if not pending:
         return Planned(_done_plan(data), before, after, extra)
 
-    # Something is left to do: the failed node must really be lost, and the failover must
-    # be able to complete.
-    extra["failed_node_reachable"], extra["failed_node_probe"] = data.probe
-    _refuse_live_node(data, force)
+    # Something is left to do: every survivor must answer, the failed nodes must really
+    # be lost, and every failover must be able to complete. All checked before any step.
+    _refuse_unreachable(data)
+    for read, report in pending:
+        report["failed_node_reachable"], report["failed_node_probe"] = read.probe
+    for read, report in pending:
+        _refuse_live_node(read, force)
     plan = Plan()
     slons = _check_slons(data, slon_wait)
     if slons is not None:
         plan.add(slons)
-    run = FailoverRun(ns, failed, backup, data.survivors, data.candidates, data.sets_rows,
-                      timeout=timeout, wait_enabled=wait_enabled, report=extra)
-    slonik = "failover (id = %d, backup node = %d);" % (failed, backup)
-    if data.promotion is not None:
-        plan.extend(_resume_steps(data, run, sets_of_failed, slonik))
-    else:
-        plan.extend(_promotion_steps(data, run, sets_of_failed, slonik))
-    plan.extend(_final_steps(data, run, drop_failed))
+    failed_list = data.failed_list
+    restarts = SlonRestarts(data.survivors, failed_list, timeout)
+    runs, expected = [], {}
+    for read, report in pending:
+        runs.append(FailoverRun(ns, read.failed, read.backup, data.survivors, read.candidates,
+                                read.sets_rows, timeout=timeout, wait_enabled=wait_enabled,
+                                report=report, failed_list=failed_list, restarts=restarts))
+        if read.promotion is None:
+            expected[read.failed] = _check_promotion(read, sets_of[read.failed])
+    slonik = failover_slonik([(p.failed, p.backup) for p in data.pairs])
+    fresh = [read for read, report in pending if read.promotion is None]
+    if fresh:
+        # preFailover of every failed node still to promote, on every surviving node.
+        plan.extend(pre_failover_step(ns, node, [(r.failed, node in r.candidates) for r in fresh],
+                                      restarts, timeout) for node in data.survivors)
+    for (read, report), run in zip(pending, runs):
+        if read.promotion is not None:
+            plan.extend(_resume_steps(read, run, sets_of[read.failed]))
+        else:
+            plan.extend(_promotion_steps(read, run, *expected[read.failed]))
+    for (read, report), run in zip(pending, runs):
+        plan.extend(_move_step(read, run))
+    if drop_failed:
+        plan.add(_drop_step(data, ns, wait_enabled, timeout))
+    changing = plan.changes()
+    if changing:
+        changing[0].slonik = slonik
     # ``extra`` is the run's report: Planned keeps that dict, so what the run learns
     # (the node actually promoted) reaches the result.
     return Planned(plan, before, after, extra)
 
 
-def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
-                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
-                  probe=probe_failed_node):
-    """Plan the failover of ``failed`` to ``backup``: read, then decide. A Planned.
+def decide_failover(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
+                    wait_enabled=True, slon_wait=0):
+    """:func:`decide_failovers` for one failed node (``data``: its :class:`FailoverRead`),
+    with the single-node ``before``/``after`` and ``extra`` of the original form."""
+    planned = decide_failovers(FailoversRead.of_one(data), ns, force=force,
+                               drop_failed=drop_failed, timeout=timeout,
+                               wait_enabled=wait_enabled, slon_wait=slon_wait)
+    return single_form(planned)
+
+
+def single_form(planned):
+    """The Planned of a one-pair call in the shape of the single-node options."""
+    report = planned.extra["failed_nodes"][0]
+    report["surviving_nodes"] = planned.extra["surviving_nodes"]
+    report.pop("failed_node", None)
+    report.pop("backup_node", None)
+    return Planned(planned.plan, planned.before["nodes"][0], planned.after["nodes"][0], report)
+
+
+def plan_failovers(cluster, pairs, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
+                   wait_enabled=True, slon_wait=0, probe=probe_failed_node):
+    """Plan the failover of every ``(failed, backup)`` of ``pairs`` in ONE failover:
+    read, then decide. A Planned (see :func:`decide_failovers`).
 
     ``slon_wait``: seconds the run first waits for the slon of a surviving node that is
     not running (restarting) before it refuses; 0 refuses at once (the module passes 0
-    in check mode). ``extra`` is filled in while the plan runs (the node actually
+    in check mode). ``extra`` is filled in while the plan runs (the nodes actually
     promoted first).
     """
+    data = read_failovers(cluster, pairs, drop_failed=drop_failed, probe=probe)
+    return decide_failovers(data, cluster.ns, force=force, drop_failed=drop_failed,
+                            timeout=timeout, wait_enabled=wait_enabled, slon_wait=slon_wait)
+
+
+def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
+                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
+                  probe=probe_failed_node):
+    """:func:`plan_failovers` for one failed node, in the single-node result shape."""
     if failed == backup:
         raise SlonyError("failed_node and backup_node are both node %d" % failed, node=failed)
-    data = read_failover(cluster, failed, backup, drop_failed=drop_failed, probe=probe)
-    return decide_failover(data, cluster.ns, force=force, drop_failed=drop_failed,
-                           timeout=timeout, wait_enabled=wait_enabled, slon_wait=slon_wait)
+    return single_form(plan_failovers(cluster, [(failed, backup)], force=force,
+                                      drop_failed=drop_failed, timeout=timeout,
+                                      wait_enabled=wait_enabled, slon_wait=slon_wait,
+                                      probe=probe))
 
 
-__all__ = ["plan_failover", "read_failover", "decide_failover", "FailoverRead",
+__all__ = ["plan_failover", "plan_failovers", "read_failover", "read_failovers",
+           "decide_failover", "decide_failovers", "FailoverRead", "FailoversRead",
            "choose_temporary_backup", "survivors_and_candidates", "validation_errors",
-           "failover_complete_on", "server_answered", "FailoverRun"]
+           "failover_complete_on", "server_answered", "FailoverRun", "SlonRestarts",
+           "check_pairs", "feeds_of", "failover_slonik"]

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: slony_failover
-short_description: Promote a backup node for a failed Slony-I node
+short_description: Promote backup nodes for one or several failed Slony-I nodes
 version_added: 0.1.0
 description:
   - Fails a lost node over to a backup node the way slonik's C(FAILOVER) does in Slony-I 2.2,
@@ -18,51 +18,89 @@ description:
     holds the most events of the failed node (C(failedNode2), event C(FAILOVER_NODE)), wait
     until every surviving node has confirmed it, C(failedNode3) and, when the promoted node
     is not O(backup_node), C(LOCK SET) and C(MOVE SET) to O(backup_node).
+  - Several nodes that failed together (an origin and a forwarder, a whole site) are failed
+    over in ONE call with O(nodes), as slonik's C(FAILOVER) with one C(node) entry per failed
+    node does it - one by one could lose events, since a surviving node
+    would wait for, or pull from, a node that is also gone. The checks are done for every
+    pair before anything changes; C(preFailover) runs on every surviving node for every
+    failed node (one transaction per node), the slon restarts are waited for once, then each
+    failed node in the order given is promoted (the failover candidate holding the most of
+    its events, C(failedNode2) with the whole failed list), confirmed and finished
+    (C(failedNode3)); the sets are then moved to each requested backup node when another
+    node was promoted.
+  - A surviving node that does not answer either is refused, and named; when it feeds a node
+    of the failover (a provider on the path of the failover) or is an origin, the message
+    says that it failed too and must be listed in O(nodes).
   - Unlike slonik, every wait is bounded by O(wait_timeout) and a timeout names the nodes
     that are behind and the state of their slon daemon.
   - Nothing is changed when a surviving node has no entry in O(admin_conninfo), cannot be
     reached, or has no running slon (a slon that is restarting is waited for, at most
     O(wait_timeout) seconds), since the failover could not complete.
-  - The failed node is probed first (its O(admin_conninfo) entry if any, and the conninfos
+  - Each failed node is probed first (its O(admin_conninfo) entry if any, and the conninfos
     of the paths other nodes use to reach it). When its database answers, the failover is
     refused unless O(force=true).
-  - With O(drop_failed=true) the failed node is then dropped from the cluster through
-    O(backup_node) (slonik C(DROP NODE)), as M(dany.slony.slony_node) with C(state=absent)
-    does it. A failed node can never rejoin; it is rebuilt as a new node.
+  - With O(drop_failed=true) the failed nodes are then dropped from the cluster, in one
+    C(DROP NODE) event through the (first) backup node, as M(dany.slony.slony_node) with
+    C(state=absent) does it. A failed node can never rejoin; it is rebuilt as a new node.
   - A run after a completed failover changes nothing. A run after an interrupted one
-    resumes where it stopped - before the promotion it starts again (C(preFailover) is
-    harmless to repeat), after the promotion it waits for the confirmations and finishes.
+    resumes where it stopped, failed node by failed node - before its promotion it starts
+    again (C(preFailover) is harmless to repeat), after the promotion it waits for the
+    confirmations and finishes.
 extends_documentation_fragment: [dany.slony.common, dany.slony.attributes]
 attributes:
   check_mode:
     details:
       - Validates, probes the failed node and returns the plan (SQL and slonik) with the
-        node expected to be promoted first; changes nothing and does not wait for slon
-        daemons that are restarting.
+        node expected to be promoted first for each failed node; changes nothing and does
+        not wait for slon daemons that are restarting.
   diff_mode:
     details:
-      - Shows the failed node's state and the origin of its sets before and after.
+      - Shows each failed node's state and the origin of its sets before and after.
   idempotent:
     details:
       - A second run with the same arguments reports C(changed=false) - the sets of the
-        failed node originate on O(backup_node) and the node is failed (or dropped).
+        failed nodes originate on their backup nodes and the nodes are failed (or dropped).
 options:
   failed_node:
     description:
       - Id of the lost node. It may be listed in O(admin_conninfo) or not; it is only
         connected to for the probe.
+      - Requires O(backup_node); mutually exclusive with O(nodes).
     type: int
-    required: true
   backup_node:
     description:
       - Id of the node that becomes the origin of the failed node's sets.
       - It must be a forwarding subscriber of every set of O(failed_node), and every node
         fed by O(failed_node) must have a path to it.
+      - Requires O(failed_node).
     type: int
-    required: true
+  nodes:
+    description:
+      - Several failed nodes, failed over in one C(FAILOVER) (the C(node) entries of
+        slonik's command), in the order given. Mutually exclusive with
+        O(failed_node) and O(backup_node).
+      - List every node that failed. A call that leaves out a dead node the others depend
+        on (a provider of a surviving node, an origin) is refused, naming it.
+      - A backup node may serve several failed nodes; it cannot be in the list itself.
+    type: list
+    elements: dict
+    suboptions:
+      id:
+        description:
+          - Id of a lost node (as O(failed_node)).
+        type: int
+        required: true
+      backup_node:
+        description:
+          - Id of the node that becomes the origin of its sets (as O(backup_node)). For a
+            node that is the origin of no set (a forwarder, a leaf), the node whose paths
+            its receivers use from now on - every node it fed (outside the list) must have
+            a path from it.
+        type: int
+        required: true
   force:
     description:
-      - Fail over even though the failed node's database answers.
+      - Fail over even though a failed node's database answers.
       - The applications must no longer write to the failed node; its writes after the
         failover are lost and the cluster would otherwise be split.
     type: bool
@@ -86,6 +124,10 @@ notes:
   - If a run is interrupted after a node other than O(backup_node) was promoted and every
     surviving node has processed the failover, the sets stay on that node; move them with
     a switchover.
+  - With O(nodes), RV(before) and RV(after) hold a list C(nodes) (one entry per failed node,
+    in the shape of the single-node form) and RV(failed_nodes) gives, per failed node, what
+    RV(candidates), RV(temporary_backup), RV(failed_node_reachable), RV(failed_node_probe)
+    and RV(failed_node_events) give for the single-node form.
 seealso:
   - module: dany.slony.slony_node
   - module: dany.slony.slony_subscription
@@ -105,6 +147,16 @@ EXAMPLES = r'''
     drop_failed: true
     wait_timeout: 600
 
+- name: A whole site is lost (origin 1 and forwarder 3) - one failover for both
+  dany.slony.slony_failover:
+    cluster_name: shop
+    admin_conninfo: "{{ slony_admin_conninfo }}"
+    nodes:
+      - {id: 1, backup_node: 2}
+      - {id: 3, backup_node: 2}
+    drop_failed: true
+    wait_timeout: 600
+
 - name: Show what a failover would do (validation, probe, plan)
   dany.slony.slony_failover:
     cluster_name: shop
@@ -116,7 +168,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 before:
-  description: The failed node's state (C(active), C(failed), C(absent)) and the origin of its sets.
+  description:
+    - The failed node's state (C(active), C(failed), C(absent)) and the origin of its sets.
+    - With O(nodes), C(nodes) - the list of these, one per failed node.
   returned: always
   type: dict
   sample: {"failed_node": 1, "backup_node": 2, "state": "active", "sets": [{"id": 1, "origin": 1}]}
@@ -125,15 +179,25 @@ after:
   returned: always
   type: dict
   sample: {"failed_node": 1, "backup_node": 2, "state": "absent", "sets": [{"id": 1, "origin": 2}]}
+failed_nodes:
+  description:
+    - Per failed node (O(nodes)), C(failed_node), C(backup_node) and what C(candidates),
+      C(temporary_backup), C(failed_node_reachable), C(failed_node_probe) and
+      C(failed_node_events) give for the single-node form.
+  returned: with O(nodes)
+  type: list
+  elements: dict
+  sample: [{"failed_node": 1, "backup_node": 2, "candidates": [2], "temporary_backup": 2,
+            "failed_node_reachable": false, "failed_node_probe": [], "failed_node_events": []}]
 surviving_nodes:
-  description: Every node of the cluster except the failed node (and nodes that failed earlier).
+  description: Every node of the cluster except the failed nodes (and nodes that failed earlier).
   returned: always
   type: list
   elements: int
   sample: [2, 3]
 candidates:
   description: Surviving nodes that can take over the failed node's sets (C(sl_failover_targets)).
-  returned: always
+  returned: with O(failed_node)
   type: list
   elements: int
   sample: [2, 3]
@@ -141,7 +205,7 @@ failed_node_events:
   description:
     - Per surviving node, the highest event seqno of the failed node it holds; the candidate
       with the highest value is promoted first. In normal mode, as read after the slon restarts.
-  returned: when a failover is planned
+  returned: with O(failed_node), when a failover is planned
   type: list
   elements: dict
   sample: [{"node": 2, "max_seqno": 5000000123}, {"node": 3, "max_seqno": 5000000121}]
@@ -149,17 +213,17 @@ temporary_backup:
   description:
     - The node promoted first (C(failedNode2)); when it is not O(backup_node), the sets are
       moved on to O(backup_node). In check mode, the node that would be promoted now.
-  returned: always
+  returned: with O(failed_node)
   type: int
   sample: 2
 failed_node_reachable:
   description: Whether the failed node's database answered the probe (null when no probe was needed).
-  returned: always
+  returned: with O(failed_node)
   type: bool
   sample: false
 failed_node_probe:
   description: What each connection attempt to the failed node found (passwords redacted).
-  returned: always
+  returned: with O(failed_node)
   type: list
   elements: str
   sample: ["admin_conninfo (host=db1 dbname=shop user=slony): unreachable (connection refused)"]
@@ -182,23 +246,37 @@ events:
   sample: [{"origin": 2, "seqno": 5000000051, "type": "FAILOVER_NODE"}, {"origin": 2, "seqno": 5000000052, "type": "DROP_NODE"}]
 '''
 
-from ansible_collections.dany.slony.plugins.module_utils.failover import plan_failover
+from ansible_collections.dany.slony.plugins.module_utils.failover import (
+    plan_failover, plan_failovers)
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 
 
 def main():
-    slony = SlonyModule(dict(
-        failed_node=dict(type="int", required=True),
-        backup_node=dict(type="int", required=True),
-        force=dict(type="bool", default=False),
-        drop_failed=dict(type="bool", default=False),
-    ))
+    slony = SlonyModule(
+        dict(
+            failed_node=dict(type="int"),
+            backup_node=dict(type="int"),
+            nodes=dict(type="list", elements="dict", options=dict(
+                id=dict(type="int", required=True),
+                backup_node=dict(type="int", required=True),
+            )),
+            force=dict(type="bool", default=False),
+            drop_failed=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[("nodes", "failed_node"), ("nodes", "backup_node")],
+        required_one_of=[("nodes", "failed_node")],
+        required_together=[("failed_node", "backup_node")],
+    )
     params = slony.params
-    slony.run(lambda cluster: plan_failover(
-        cluster, params["failed_node"], params["backup_node"], force=params["force"],
-        drop_failed=params["drop_failed"], timeout=params["wait_timeout"],
-        wait_enabled=params["wait"],
-        slon_wait=0 if slony.check_mode else params["wait_timeout"]))
+    options = dict(force=params["force"], drop_failed=params["drop_failed"],
+                   timeout=params["wait_timeout"], wait_enabled=params["wait"],
+                   slon_wait=0 if slony.check_mode else params["wait_timeout"])
+    if params["nodes"] is not None:
+        pairs = [(entry["id"], entry["backup_node"]) for entry in params["nodes"]]
+        slony.run(lambda cluster: plan_failovers(cluster, pairs, **options))
+    else:
+        slony.run(lambda cluster: plan_failover(
+            cluster, params["failed_node"], params["backup_node"], **options))
 
 
 if __name__ == "__main__":
