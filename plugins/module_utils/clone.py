@@ -28,7 +28,7 @@ from .catalog import catalog_query, read_snapshot, snapshot_from_row
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA
 from .errors import SlonyError
 from .nodes import Names, probe_states
-from .plan import CALLBACK, Plan, Planned, Step, call, wait
+from .plan import CALLBACK, EVENT, Plan, Planned, Step, call, wait
 from .slonik import quote as slonik_quote
 
 PREPARE = "prepare"
@@ -142,7 +142,15 @@ def decide_clone_prepare(read, node, provider, comment=None):
                   "make node %d a clone of node %d (its node row, paths, subscriptions and "
                   "confirmations, on every node)" % (node, provider),
                   slonik="clone prepare (id = %d, provider = %d, comment = %s);"
-                         % (node, provider, slonik_quote(comment))))
+                         % (node, provider, slonik_quote(comment)), batch="clone"))
+    # The provider's slon learns of its own CLONE_NODE event without enabling the new
+    # node (slon 2.2's local listener only stores it), so it would never read the clone's
+    # events: it restarts, in the same transaction, as slonik's RESTART NODE makes it.
+    plan.add(Step(EVENT, provider, "restart the slon of node %d so that it enables node %d"
+                  % (provider, node), slonik="restart node (id = %d);" % provider,
+                  query=sql.SQL("notify {}").format(
+                      sql.Identifier(read.names.namespace + "_Restart")),
+                  function="notify", args=(read.names.namespace + "_Restart",), batch="clone"))
     plan.add(wait(provider, "wait until every node has processed the CLONE_NODE event of "
                             "node %d" % node, confirmers=others))
     # The procedure of Slony's manual: a SYNC on every other node, confirmed by the

@@ -52,6 +52,7 @@ def test_prepare_waits_for_the_configuration_then_clones_then_syncs_every_other_
         (WAIT, 1, None, (), [2], True),
         (WAIT, 3, None, (), [2], True),
         (EVENT, 2, "cloneNodePrepare", (4, 2, "clone"), None, False),
+        (EVENT, 2, "notify", ("_shop_Restart",), None, False),
         (WAIT, 2, None, (), [1, 3], False),
         (EVENT, 1, "createEvent", ("_shop", "SYNC"), None, False),
         (EVENT, 3, "createEvent", ("_shop", "SYNC"), None, False),
@@ -65,6 +66,9 @@ def test_prepare_waits_for_the_configuration_then_clones_then_syncs_every_other_
                      "sets": [1, 2]}
     assert plan.slonik()[0] == "clone prepare (id = 4, provider = 2, comment = 'clone');"
     assert "sync (id = 1);" in plan.slonik()
+    # The event and the restart of the provider's slon commit together.
+    assert [s.batch for s in plan.steps if s.node == 2 and s.kind == EVENT] == ["clone", "clone"]
+    assert plan.slonik()[1] == "restart node (id = 2);"
 
 
 def test_prepare_default_comment_is_slonik_s():
