@@ -430,9 +430,9 @@ class FailoverRun:
     # -- step 5 (end): every surviving node confirms, then failedNode3 ------------------
     def confirmers(self, cluster, target):
         snap = read_snapshot(cluster, target)
+        gone = set(self.failed_list) | set([target])
         return sorted(n.id for n in snap.nodes.values()
-                      if n.active and n.id != target and n.id not in self.failed_list
-                      and not n.failed)
+                      if n.active and not n.failed and n.id not in gone)
 
     def wait_failover_confirmed(self, cluster, clock=SYSTEM_CLOCK):
         target = self.temporary_backup
@@ -971,9 +971,11 @@ def _drop_step(data, ns, wait_enabled, timeout):
 
 
 def _pair_report(read):
-    return {"failed_node": read.failed, "backup_node": read.backup,
-            "candidates": list(read.candidates), "temporary_backup": None,
-            "failed_node_reachable": None, "failed_node_probe": []}
+    # Named ``report`` as in single_form, where it becomes the single-node ``extra``.
+    report = {"failed_node": read.failed, "backup_node": read.backup,
+              "candidates": list(read.candidates), "temporary_backup": None,
+              "failed_node_reachable": None, "failed_node_probe": []}
+    return report
 
 
 def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
@@ -992,8 +994,8 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
         state = "absent" if fentry is None else ("failed" if fentry.failed else "active")
         befores.append(_view(failed, backup, state, _set_views(sets_of[failed])))
         afters.append(_view(failed, backup,
-                             "absent" if drop_failed or state == "absent" else "failed",
-                             _set_views(sets_of[failed], origin=backup)))
+                            "absent" if drop_failed or state == "absent" else "failed",
+                            _set_views(sets_of[failed], origin=backup)))
     before, after = {"nodes": befores}, {"nodes": afters}
     pending = [(read, report) for read, report in zip(data.pairs, reports)
                if incomplete_nodes(data.snaps, read.failed) or data.unreachable]

@@ -48,6 +48,10 @@ COLLECTION = "dany.slony"
 MODULES = sorted(f[:-3] for f in os.listdir(MODULES_DIR)
                  if f.endswith(".py") and not f.startswith("_"))
 
+# Modules that run on a node host and take no cluster connection: not in the action group.
+HOST_MODULES = frozenset(["slony_slon"])
+CLUSTER_MODULES = sorted(set(MODULES) - HOST_MODULES)
+
 # What SlonyModule.run returns besides the planner's extra keys (and ``changed``).
 RUN_KEYS = frozenset(["queries", "slonik", "events", "before", "after"])
 
@@ -105,6 +109,8 @@ def capture_spec(name, monkeypatch):
 
     monkeypatch.setattr(slony_module, "AnsibleModule", fake_module)
     module = importlib.import_module("ansible_collections.dany.slony.plugins.modules." + name)
+    if hasattr(module, "AnsibleModule"):  # a host module (HOST_MODULES) builds its own
+        monkeypatch.setattr(module, "AnsibleModule", fake_module)
     with pytest.raises(_Captured) as info:
         module.main()
     return info.value.argument_spec, info.value.kwargs
@@ -164,14 +170,18 @@ def test_documentation_matches_the_argument_spec(name, monkeypatch):
 def test_every_module_takes_the_common_options_and_declares_its_attributes(name, monkeypatch):
     doc, dummy, dummy2 = load_docs(name)
     spec, kwargs = capture_spec(name, monkeypatch)
-    for option, common in slony_module.common_argument_spec().items():
-        assert spec[option] == common, option
     attributes = doc.get("attributes") or {}
-    assert set(attributes) >= set(["check_mode", "diff_mode", "idempotent", "action_group"])
+    assert set(attributes) >= set(["check_mode", "diff_mode", "idempotent"])
     for attribute in attributes.values():
         assert attribute["support"] in ("full", "partial", "none", "N/A")
     assert kwargs.get("supports_check_mode", True) == (
         attributes["check_mode"]["support"] != "none")
+    if name in HOST_MODULES:
+        assert "action_group" not in attributes, "%s takes no cluster connection" % name
+        assert not set(slony_module.common_argument_spec()) & set(spec)
+        return
+    for option, common in slony_module.common_argument_spec().items():
+        assert spec[option] == common, option
     assert attributes["action_group"]["membership"] == ["dany.slony.slony"]
 
 
@@ -181,7 +191,7 @@ def _load_runtime():
 
 
 def test_every_module_is_in_the_action_group():
-    assert sorted(_load_runtime()["action_groups"]["slony"]) == MODULES
+    assert sorted(_load_runtime()["action_groups"]["slony"]) == CLUSTER_MODULES
 
 
 # -- honest attributes ---------------------------------------------------------------------------
@@ -197,13 +207,19 @@ def _uses_run(name):
     return "slony.run(" in _source(name) or "set_members_main(" in _source(name)
 
 
+def _returns_diff(name):
+    """Whether the module returns a diff: through SlonyModule.run or run_steps, or its own."""
+    source = _source(name)
+    return _uses_run(name) or "slony.run_steps(" in source or 'result["diff"] = ' in source
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_diff_mode_is_declared_as_the_module_does_it(name):
     """A module that goes through SlonyModule.run returns a diff of before/after; one
     whose before and after are always empty declares no diff support."""
     doc, dummy, dummy2 = load_docs(name)
     support = doc["attributes"]["diff_mode"]["support"]
-    if not _uses_run(name):
+    if not _returns_diff(name):
         assert support == "none", "%s returns no diff" % name
     elif name == "slony_sync":
         assert support == "none", "a SYNC has nothing to compare (before and after are {})"
@@ -321,8 +337,13 @@ def planner_files(name):
 
 
 def popped_keys(name):
-    """Extra keys the module takes out before returning (e.g. warnings it issues)."""
-    return set(re.findall(r"extra\.pop\(\"(\w+)\"", _source(name)))
+    """Extra keys the module takes out before returning (e.g. warnings it issues), or its
+    planner does (failover's single-node form drops the per-pair node ids)."""
+    keys = set(re.findall(r"extra\.pop\(\"(\w+)\"", _source(name)))
+    for path in planner_files(name):
+        with open(path) as handle:
+            keys |= set(re.findall(r"report\.pop\(\"(\w+)\"", handle.read()))
+    return keys
 
 
 @pytest.mark.parametrize("name", [m for m in MODULES if _uses_run(m)])
@@ -339,6 +360,16 @@ def test_return_documents_what_the_module_returns(name):
     unknown = sorted(set(returns) - RUN_KEYS - extra)
     assert not unknown, "%s: RETURN documents %s, which the module does not return " \
                         "(or this test cannot see it)" % (name, unknown)
+
+
+# What SlonyModule.run_steps returns besides ``changed``.
+RUN_STEPS_KEYS = frozenset(["queries", "slonik", "events", "steps", "not_planned"])
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if "slony.run_steps(" in _source(m)])
+def test_return_documents_what_run_steps_returns(name):
+    dummy, dummy2, returns = load_docs(name)
+    assert sorted(returns) == sorted(RUN_STEPS_KEYS)
 
 
 def test_slony_info_return_matches_the_facts():
@@ -470,9 +501,11 @@ def test_ansible_doc_renders_every_module():
     docs = json.loads(out.stdout)
     for name in MODULES:
         entry = docs["%s.%s" % (COLLECTION, name)]
+        assert entry["return"], name
+        if name in HOST_MODULES:
+            continue
         assert "cluster_name" in entry["doc"]["options"]      # the common fragment
         assert "action_group" in entry["doc"]["attributes"]   # the attributes fragment
-        assert entry["return"], name
 
 
 # -- what the docs promise for slony_switchover's lag limits -----------------------------------
