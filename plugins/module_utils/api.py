@@ -39,6 +39,7 @@ from .events import event_dict
 from .info import gather, select_sections
 from .names import validate_node_id
 from .compare import DEFAULT_CHUNK_SIZE, compare as compare_data
+from .converge import SET_KEYS, converge_steps, run_steps
 from .nodes import (plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
                     plan_repair_config)
 from .paths import DEFAULT_CONNRETRY, plan_paths
@@ -454,43 +455,70 @@ class Cluster:
 
     # -- the whole configuration --------------------------------------------------------
     def converge(self, dry_run=False, wait=None):
-        """What the ``cluster`` role does, from this object: the nodes and a full mesh of
-        paths (no waits: the slons may not run yet), then for each of :attr:`sets` the
-        set, its tables and sequences, and the subscriptions of the other nodes (from
-        their ``provider``, default the origin). Returns a list of :class:`Result`.
+        """What the ``cluster`` role does (module ``slony_cluster``), from this object: the
+        nodes and a full mesh of paths (no waits: the slons may not run yet), then for
+        each of :attr:`sets` the set, its tables and sequences, and the subscriptions of
+        the other nodes (from their ``provider``, default the origin). One set of
+        connections and one run lock; each step is planned on what the steps before it
+        left (:mod:`converge`). Returns a list of :class:`Result`, one a step.
 
-        With ``dry_run`` a later step may fail to plan when it needs what an earlier
-        step would create (a set cannot be planned on nodes that do not exist yet)."""
-        results = [self.store_nodes(dry_run=dry_run, wait=False),
-                   self.store_paths(dry_run=dry_run, wait=False)]
+        With ``dry_run`` a step that needs what an earlier step would create is not
+        planned: its Result has nothing to do and ``extra["not_planned"]`` says why."""
+        wait = self.wait if wait is None else wait
+        nodes = [{"id": node, "comment": self._node(node).get("comment")}
+                 for node in self.node_ids]
+        steps = converge_steps(nodes, self.mesh_paths(), self._set_descriptions())
+        with self.connect() as core:
+            if not dry_run:
+                core.acquire_run_lock(self.wait_timeout, clock=self.clock)
+            done = run_steps(core, steps, dry_run=dry_run, wait=wait,
+                             timeout=self.wait_timeout, share_dir=self.share_dir,
+                             clock=self.clock)
+            results = []
+            for one in done:
+                if one.planned is None:
+                    results.append(Result(False, dry_run, [], "",
+                                          extra={"step": one.step.label,
+                                                 "not_planned": one.not_planned}))
+                    continue
+                lines = []
+                if one.changed:
+                    lines = slonik_preamble(self.name, self.admin_conninfo, self.redactor)
+                    lines.extend(one.planned.plan.slonik())
+                extra = dict(one.planned.extra, step=one.step.label)
+                results.append(Result(
+                    one.changed, dry_run, planned_steps(core, one.planned.plan),
+                    "\n".join(self.redactor.text(line) for line in lines),
+                    [event_dict(e) for e in one.events], [] if dry_run else one.queries,
+                    one.planned.before, one.planned.after, extra))
+        return results
+
+    def _set_descriptions(self):
+        """:attr:`sets` with their subscribers, as the ``cluster`` role reads ``slony_sets``:
+        every other node (or the set's ``subscribers``), each fed by the set's
+        ``providers`` map ({receiver: provider}), else the node's ``provider``, else the
+        origin; ``forward`` is one flag for the set or {receiver: flag} (default true)."""
+        out = []
         for entry in self.sets:
-            results.extend(self._converge_set(entry, dry_run, wait))
-        return results
-
-    def _converge_set(self, entry, dry_run, wait):
-        set_id, origin = entry["id"], entry["origin"]
-        results = [self.create_set(set_id, origin, entry.get("comment"), dry_run, wait=False)]
-        exclusive = entry.get("exclusive", False)
-        if any(entry.get(k) is not None for k in ("tables", "patterns", "schemas")):
-            results.append(self.set_add_table(
-                set_id, entry.get("tables"), entry.get("patterns"), entry.get("schemas"),
-                entry.get("exclude"), origin, exclusive, dry_run, wait=False))
-        if any(entry.get(k) is not None
-               for k in ("sequences", "sequence_patterns", "sequence_schemas")):
-            results.append(self.set_add_sequence(
-                set_id, entry.get("sequences"), entry.get("sequence_patterns"),
-                entry.get("sequence_schemas"), entry.get("sequence_exclude"), origin,
-                exclusive, dry_run, wait=False))
-        receivers = entry.get("subscribers")
-        if receivers is None:
-            receivers = [n for n in self.node_ids if n != int(origin)]
-        entries = [{"receiver": int(r),
-                    "provider": self.node_config[int(r)].get("provider") or int(origin)}
-                   for r in receivers]
-        if entries:
-            results.append(self.subscribe(set_id, entries, forward=entry.get("forward", True),
-                                          dry_run=dry_run, wait=wait))
-        return results
+            origin = int(entry["origin"])
+            receivers = entry.get("subscribers")
+            if receivers is None:
+                receivers = [n for n in self.node_ids if n != origin]
+            providers = dict((int(k), int(v)) for k, v in (entry.get("providers") or {}).items())
+            forward = entry.get("forward", True)
+            forwards = (dict((int(k), bool(v)) for k, v in forward.items())
+                        if isinstance(forward, dict) else {})
+            subscribers = []
+            for receiver in (int(r) for r in receivers):
+                provider = providers.get(receiver) or (
+                    self.node_config.get(receiver, {}).get("provider") or origin)
+                flag = forwards.get(receiver, True) if isinstance(forward, dict) else bool(forward)
+                subscribers.append({"receiver": receiver, "provider": int(provider),
+                                    "forward": flag})
+            described = dict((k, v) for k, v in entry.items() if k in SET_KEYS)
+            described["subscribers"] = subscribers
+            out.append(described)
+        return out
 
 
 # -- configuration ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from .pg import HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR
 from .cluster import Cluster
 from .conninfo import Redactor, conninfo_secrets
+from .converge import run_steps
 from .errors import SlonyError
 from .events import event_dict
 from .plan import execute_plan, render_step
@@ -142,4 +143,46 @@ class SlonyModule:
         if self.module._diff:
             # Ansible renders a diff of dicts or strings, not of lists.
             result["diff"] = dict(before=_diffable(before), after=_diffable(after))
+        self.module.exit_json(**result)
+
+    def run_steps(self, steps):
+        """Plan and run several planners in order (:func:`converge.run_steps`) under one
+        run lock, on one set of connections; one result with a ``steps`` entry a step
+        (not ``results``, which Ansible reads as the results of a loop)."""
+        try:
+            if not self.check_mode:
+                self.cluster.acquire_run_lock(self.params["wait_timeout"])
+            done = run_steps(self.cluster, steps, dry_run=self.check_mode,
+                             wait=self.params["wait"], timeout=self.params["wait_timeout"],
+                             share_dir=self.params["share_dir"])
+        except SlonyError as exc:
+            self.fail(exc)
+        finally:
+            self.cluster.close()
+        results, slonik, queries, events, before, after = [], [], [], [], {}, {}
+        for one in done:
+            entry = dict(step=one.step.label, changed=one.changed, not_planned=one.not_planned,
+                         queries=one.queries, events=[event_dict(e) for e in one.events],
+                         before=None, after=None, slonik="")
+            if one.planned is not None:
+                entry.update(before=one.planned.before, after=one.planned.after)
+                before[one.step.label] = one.planned.before
+                after[one.step.label] = one.planned.after
+                if one.changed:
+                    lines = [self.redactor.text(line) for line in one.planned.plan.slonik()]
+                    entry["slonik"] = "\n".join(lines)
+                    slonik.extend(lines)
+            results.append(entry)
+            queries.extend(one.queries)
+            events.extend(entry["events"])
+        changed = any(one.changed for one in done)
+        if slonik:
+            slonik = [self.redactor.text(line) for line in slonik_preamble(
+                self.cluster.name, self.cluster.admin_conninfo, self.cluster.redactor)] + slonik
+        result = dict(changed=changed, queries=queries, slonik="\n".join(slonik),
+                      events=events, steps=results,
+                      not_planned=[dict(step=e["step"], reason=e["not_planned"])
+                                   for e in results if e["not_planned"]])
+        if self.module._diff:
+            result["diff"] = dict(before=before, after=after)
         self.module.exit_json(**result)

@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""site.yml at N nodes: bring-up against slonik, and the run with nothing to change.
+
+For each node count N (default 3, 6, 10; full mesh of paths, set 1 with T tables and 3
+sequences on node 1, every other node subscribed to node 1), on a lab of its own:
+
+  bringup  slonik (init cluster, store node x (N-1), store path x N(N-1), slons started
+           by the lab's SlonFleet, create set, set add table/sequence by pattern,
+           subscribe set x (N-1)) against `ansible-playbook playbooks/site.yml` on an
+           inventory of N node hosts (its slon role starts the slons); timed until every
+           replica holds every row
+  noop     site.yml again, nothing to change (asserted: changed=0 on every host); wall
+           time, and the per-task profile (bench/callback/task_profile.py)
+  trips    the same convergence in this process (dany.Cluster.converge, the code the
+           cluster role's slony_cluster tasks run), its database round trips and
+           connections counted as in bench/run.py
+
+Repetitions interleave the tools; medians and ratios (collection / slonik) are printed,
+with the per-node slope of each. Nothing here is a test: it is not part of `make test`.
+
+Usage:  .venv/bin/python bench/noop.py [--nodes 3,6,10] [--reps 3] [--tables 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import run as bench  # noqa: E402  (bench/run.py: lab paths, counting connections, checks)
+
+from lab import FreshDatabase, Lab, LabSettings, SlonFleet  # noqa: E402
+
+from ansible_collections.dany.slony.plugins.module_utils.api import Cluster as ApiCluster  # noqa: E402
+
+REPO = bench.REPO
+SITE = REPO / "playbooks" / "site.yml"
+CLUSTER = bench.CLUSTER
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--nodes", default="3,6,10", help="node counts (default 3,6,10)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--noop-reps", type=int, default=3, help="no-op runs per bring-up")
+    parser.add_argument("--tables", type=int, default=10, help="tables in set 1 (default 10)")
+    parser.add_argument("--port-base", type=int, default=55850)
+    parser.add_argument("--lab-dir", default="/var/tmp/lab-bench-noop")
+    parser.add_argument("--keep-lab", action="store_true")
+    parser.add_argument("--wait-timeout", type=int, default=600)
+    parser.add_argument("--json", default="/var/tmp/lab-bench-noop-%d.json" % os.getpid())
+    return parser.parse_args(argv)
+
+
+def prepare(db, nodes, tables):
+    bench.parallel(nodes, lambda node: db.query(node, bench.create_tables_sql(
+        "t", tables, bench.ROWS_PER_TABLE if node == 1 else 0, bench.SEQUENCES)))
+
+
+def wait_replicas(db, nodes, tables, timeout):
+    bench.poll(lambda: bench.replicas_hold(db, "t", tables, bench.SEQUENCES, nodes[1:]),
+               timeout, "replicas holding bench.t* (%d tables)" % tables)
+
+
+# -- slonik -------------------------------------------------------------------------------
+
+def slonik_bringup(db, nodes, tables, timeout):
+    def script(text):
+        bench.slonik(db, text, nodes=nodes)
+    t = time.monotonic()
+    script("init cluster (id = 1, comment = 'node 1');\n" + "".join(
+        "store node (id = %d, comment = 'node %d', event node = 1);\n" % (n, n) for n in nodes[1:]))
+    script("".join("store path (server = %d, client = %d, conninfo = '%s', connretry = 10);\n"
+                   % (s, c, db.conninfo(s)) for s in nodes for c in nodes if s != c))
+    fleet = SlonFleet(db, cluster_name=CLUSTER, options=bench.SLON_TEST_OPTIONS)
+    fleet.start(*nodes)
+    script("create set (id = 1, origin = 1, comment = 'bench');\n"
+           "set add table (set id = 1, origin = 1, tables = %s);\n"
+           "set add sequence (set id = 1, origin = 1, sequences = %s);\n"
+           % (bench.regex(bench.TABLE_PATTERN), bench.regex(bench.SEQUENCE_PATTERN))
+           + "".join("subscribe set (id = 1, provider = 1, receiver = %d, forward = yes);\n" % n
+                     for n in nodes[1:]))
+    wait_replicas(db, nodes, tables, timeout)
+    seconds = time.monotonic() - t
+    fleet.stop(*nodes)
+    return seconds
+
+
+# -- ansible-playbook site.yml ------------------------------------------------------------
+
+def inventory(db, nodes, workdir):
+    lab = db.lab
+    hosts = dict(("node%d" % n, {"slony_node_id": n, "slony_db_port": lab.port(n)}) for n in nodes)
+    return {"all": {
+        "hosts": {"localhost": {"ansible_connection": "local",
+                                "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
+        "children": {"slony_nodes": {"hosts": hosts, "vars": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "slony_db_host": "127.0.0.1", "slony_db_name": db.dbname,
+            "slony_db_user": lab.user, "slony_db_password": lab.password,
+            "slony_cluster_name": CLUSTER,
+            "slony_sets": [{"id": 1, "origin": 1, "comment": "bench",
+                            "patterns": [bench.TABLE_PATTERN],
+                            "sequence_patterns": [bench.SEQUENCE_PATTERN]}],
+            "slony_slon_sync_interval": bench.SLON_TEST_OPTIONS["sync_interval"],
+            "slony_slon_sync_interval_timeout": bench.SLON_TEST_OPTIONS["sync_interval_timeout"],
+            "slon_config_dir": str(workdir / "etc"), "slon_run_dir": str(workdir / "run"),
+            "slon_log_dir": str(workdir / "log"), "slon_logrotate": False,
+        }}}}}
+
+
+def playbook(path, workdir, profile=None, extra=()):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_DEPRECATION_WARNINGS="false")
+    if profile:
+        env.update(ANSIBLE_CALLBACK_PLUGINS=str(BENCH / "callback"),
+                   ANSIBLE_CALLBACKS_ENABLED="task_profile", DANY_TASK_PROFILE=str(profile))
+    t = time.monotonic()
+    proc = subprocess.run([str(bench.ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.yml"),
+                           str(path)] + list(extra), cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False)
+    seconds = time.monotonic() - t
+    if proc.returncode != 0:
+        raise RuntimeError("%s failed:\n%s\n%s" % (path.name, proc.stdout[-4000:], proc.stderr[-2000:]))
+    recap = [l for l in proc.stdout.splitlines() if " : ok=" in l]
+    return seconds, recap
+
+
+def stop_slons(workdir):
+    for pid_file in (workdir / "run").glob("*.pid"):
+        subprocess.run(["start-stop-daemon", "--stop", "--pidfile", str(pid_file), "--retry",
+                        "TERM/10/KILL/5", "--remove-pidfile"], capture_output=True, check=False)
+
+
+def ansible_bringup(db, nodes, tables, workdir, noop_reps, timeout):
+    path = workdir / "inventory.yml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the password
+    with os.fdopen(fd, "w") as handle:
+        json.dump(inventory(db, nodes, workdir), handle)
+    try:
+        t = time.monotonic()
+        playbook(SITE, workdir)
+        wait_replicas(db, nodes, tables, timeout)
+        bringup = time.monotonic() - t
+        noops, profile = [], []
+        for rep in range(noop_reps):
+            prof = workdir / ("profile-%d.jsonl" % rep)
+            seconds, recap = playbook(SITE, workdir, profile=prof)
+            if not recap or any("changed=0" not in line for line in recap):
+                raise RuntimeError("the no-op run changed something: %s" % recap)
+            noops.append(seconds)
+            profile = [json.loads(line) for line in prof.read_text().splitlines()]
+        api = ApiCluster(CLUSTER, dict((n, db.conninfo(n)) for n in nodes),
+                         sets=[{"id": 1, "origin": 1, "comment": "bench",
+                                "patterns": [bench.TABLE_PATTERN],
+                                "sequence_patterns": [bench.SEQUENCE_PATTERN]}])
+        with bench.counted() as trips:
+            results = api.converge()
+        if any(r.changed for r in results):
+            raise RuntimeError("converge() changed something after site.yml")
+        return bringup, noops, profile, trips.result
+    finally:
+        stop_slons(workdir)
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def slope(by_n, key):
+    ns = sorted(by_n)
+    if len(ns) < 2:
+        return None
+    return (by_n[ns[-1]][key] - by_n[ns[0]][key]) / (ns[-1] - ns[0])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    counts = [int(n) for n in args.nodes.split(",")]
+    settings = LabSettings(port_base=args.port_base, directory=Path(args.lab_dir),
+                           nodes=max(counts), keep=args.keep_lab)
+    lab = Lab(settings).up()
+    results = {}
+    try:
+        for n in counts:
+            nodes = list(range(1, n + 1))
+            rows = results.setdefault(n, {"slonik": [], "ansible": [], "noop": [], "profile": [],
+                                          "trips": None})
+            for rep in range(args.reps):
+                order = ("slonik", "ansible") if rep % 2 == 0 else ("ansible", "slonik")
+                for tool in order:
+                    db = FreshDatabase(lab, "noop_%s_%s" % (tool, uuid.uuid4().hex[:8]), nodes,
+                                       cluster_name=CLUSTER).create()
+                    try:
+                        prepare(db, nodes, args.tables)
+                        if tool == "slonik":
+                            seconds = slonik_bringup(db, nodes, args.tables, args.wait_timeout)
+                            rows["slonik"].append(seconds)
+                            bench.log("N=%d slonik bring-up %.2fs" % (n, seconds))
+                        else:
+                            with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
+                                bringup, noops, profile, trips = ansible_bringup(
+                                    db, nodes, args.tables, Path(tmp), args.noop_reps,
+                                    args.wait_timeout)
+                            rows["ansible"].append(bringup)
+                            rows["noop"].extend(noops)
+                            rows["profile"], rows["trips"] = profile, trips
+                            bench.log("N=%d site.yml bring-up %.2fs, no-op %s, round trips %s"
+                                      % (n, bringup, ", ".join("%.2fs" % s for s in noops), trips))
+                    finally:
+                        db.drop()
+    finally:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+        if not args.keep_lab:
+            lab.down()
+    report(results, args)
+
+
+def report(results, args):
+    print("\nsite.yml against slonik, T = %d tables, median of %d (no-op: of %d runs)"
+          % (args.tables, args.reps, args.reps * args.noop_reps))
+    print("| N | slonik bring-up s | site.yml bring-up s | ratio | no-op site.yml s | round trips | connections |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    summary = {}
+    for n in sorted(results):
+        row = results[n]
+        s, a, z = median(row["slonik"]), median(row["ansible"]), median(row["noop"])
+        trips = row["trips"] or {}
+        summary[n] = {"slonik": s, "ansible": a, "noop": z,
+                      "trips": trips.get("round_trips"), "connections": trips.get("connections")}
+        print("| %d | %.2f | %.2f | %.2f | %.2f | %s | %s |" % (
+            n, s, a, a / s, z, trips.get("round_trips"), trips.get("connections")))
+    if len(summary) > 1:
+        print("\nper extra node: slonik %+.2f s, site.yml %+.2f s, no-op %+.2f s, round trips %+.1f"
+              % (slope(summary, "slonik"), slope(summary, "ansible"), slope(summary, "noop"),
+                 slope(summary, "trips")))
+    smallest = min(results)
+    print("\nno-op per-task profile at N = %d (last run; seconds from a task's start to the next's)"
+          % smallest)
+    print("| task | hosts | s |")
+    print("|---|---:|---:|")
+    for entry in results[smallest]["profile"]:
+        if entry["seconds"] >= 0.05:
+            print("| %s | %d | %.2f |" % (entry["task"], entry["hosts"], entry["seconds"]))
+
+
+if __name__ == "__main__":
+    main()
