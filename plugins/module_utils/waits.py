@@ -155,13 +155,20 @@ def timeout_error(cluster, goal, timeout, pending, node=None):
     ``cluster`` and the statements already run."""
     behind = pending.behind if pending is not None else []
     note = pending.note if pending is not None else None
-    message = timeout_message(goal, timeout, behind, note,
-                              slon=lambda n: slon_state(cluster, n))
+    states = dict((entry.node, slon_state(cluster, entry.node)) for entry in behind)
+    message = timeout_message(goal, timeout, behind, note, slon=states.get)
     if node is None and behind:
-        node = behind[0].node
+        node = culprit(behind, states)
     return SlonyError(message, node=node, queries=getattr(cluster, "queries", None))
+
+
+def culprit(behind, states):
+    """The node a timeout is blamed on (pure): the first node behind whose slon does not
+    run (the likely cause; the others may only be slow), else the first node behind."""
+    stopped = [entry.node for entry in behind if states.get(entry.node) == "not running"]
+    return stopped[0] if stopped else behind[0].node
 
 
 __all__ = ["Behind", "Clock", "Pending", "SYSTEM_CLOCK", "POLL_INTERVAL", "FIRST_POLL",
            "DEFAULT_TIMEOUT", "poll_delays", "poll_until", "retry", "slon_state",
-           "timeout_message", "timeout_error"]
+           "timeout_message", "timeout_error", "culprit"]

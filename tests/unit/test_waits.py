@@ -7,7 +7,7 @@ from psycopg2 import sql
 
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.waits import (
-    FIRST_POLL, POLL_INTERVAL, Behind, Pending, poll_delays, poll_until, retry, timeout_error,
+    FIRST_POLL, POLL_INTERVAL, Behind, Pending, culprit, poll_delays, poll_until, retry, timeout_error,
     timeout_message)
 from fakes import FakeClock
 
@@ -153,3 +153,12 @@ def test_timeout_error_reads_the_slon_states_and_names_the_first_node_behind():
     assert str(error) == ("timed out after 10s waiting for the copy; behind: node 3 (copy not "
                           "finished; slon not running), node 9 (unknown; slon unknown (no "
                           "admin_conninfo for node 9))")
+
+
+def test_a_timeout_is_blamed_on_the_first_node_whose_slon_does_not_run():
+    # Node 2's slon runs (it is only slow), node 3's does not: node 3 is the one named.
+    error = timeout_error(_Cluster(), "event 7", 5,
+                          Pending([Behind(2, "confirmed up to 6"), Behind(3, "confirmed up to 5")]))
+    assert error.node == 3
+    assert culprit([Behind(2, "x"), Behind(4, "y")], {2: "running", 4: "running"}) == 2
+    assert culprit([Behind(2, "x"), Behind(4, "y")], {}) == 2
