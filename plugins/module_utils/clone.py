@@ -118,7 +118,7 @@ def decide_clone_prepare(read, node, provider, comment=None):
         if state[0] == NODE_INITIALIZED and state[1] == node:
             view = _view(node, provider, FINISHED, entry.comment, sets, local_id=node)
             return Planned(plan, view, view)
-        if _subscriptions(snap, node) != [(s, p, f) for s, p, f in wanted]:
+        if _subscriptions(snap, node) != wanted:
             raise SlonyError(
                 "node %d is already a node of the cluster, and not a clone of node %d (it "
                 "subscribes %s, node %d subscribes %s): choose another id for the clone"

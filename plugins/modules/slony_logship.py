@@ -13,7 +13,7 @@ short_description: Feed an offline database from a Slony-I subscriber's log-ship
 version_added: 0.1.0
 description:
   - Slony-I log shipping. A subscriber's slon run with an archive directory (slon's
-    C(archive_dir) setting, C(slon -a); role M(dany.slony.slon) with
+    C(archive_dir) setting, C(slon -a); role C(dany.slony.slon) with
     C(archive_dir) in C(slon_options)) writes one SQL file for every event it applies,
     named C(slony1_log_<node>_<counter>.sql) after the subscriber's archive counter. This
     module applies those files to an offline database, a plain PostgreSQL database that
@@ -237,7 +237,12 @@ queries:
   returned: always
   type: list
   elements: dict
-  sample: [{"node": "offline", "sql": "/usr/bin/psql -X -q --no-password -v ON_ERROR_STOP=1 -d 'dbname=report' -f /srv/in/slony1_log_2_00000000000000000043.sql  # applying archive file slony1_log_2_00000000000000000043.sql"}]
+  sample:
+    - node: offline
+      sql: >-
+        /usr/bin/psql -X -q --no-password -v ON_ERROR_STOP=1 -d 'dbname=report'
+        -f /srv/in/slony1_log_2_00000000000000000043.sql
+        # applying archive file slony1_log_2_00000000000000000043.sql
 slonik:
   description:
     - Log shipping has no slonik command. These are the equivalent shell commands, as comments
@@ -245,7 +250,10 @@ slonik:
       file). Empty when nothing changes.
   returned: always
   type: str
-  sample: "cluster name = shop;\nnode 2 admin conninfo = 'host=db2 dbname=shop';\n# psql -v ON_ERROR_STOP=1 -f slony1_log_2_00000000000000000043.sql <offline database>"
+  sample: |-
+    cluster name = shop;
+    node 2 admin conninfo = 'host=db2 dbname=shop';
+    # psql -v ON_ERROR_STOP=1 -f slony1_log_2_00000000000000000043.sql <offline database>
 events:
   description: Always empty; log shipping creates no Slony event.
   returned: always

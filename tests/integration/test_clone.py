@@ -215,7 +215,7 @@ def disagreement(cats):
         for name in DIFFERENTIAL_TABLES:
             if cat[name] != cats[1][name] or name == "sl_path":
                 lines.append("node %d %s: %s" % (node, name, [
-                    tuple(str(v).split(" dbname")[0] for v in row) for row in cat[name]]))
+                    tuple(str(v).split(" dbname", maxsplit=1)[0] for v in row) for row in cat[name]]))
     return "\n".join(lines)
 
 
