@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo test bootstrap units integration sanity lint lab lab-down clean bench
+.PHONY: demo test bootstrap units integration acceptance sanity lint lab lab-down clean bench
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -21,6 +21,10 @@ units: bootstrap
 
 integration: bootstrap
 	pytest -q tests/integration
+
+# Scenarios ported from Slony-I's own cluster tests, on a 5-server lab of their own.
+acceptance: bootstrap
+	./scripts/test.sh acceptance
 
 sanity: bootstrap
 	./scripts/sanity.sh

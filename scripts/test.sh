@@ -15,6 +15,8 @@
 #               meta/runtime.yml admits (scripts/matrix.sh); not in the default run (it
 #               builds a virtualenv per version, ~10 min on a cold machine): `make matrix`
 #   integration pytest tests/integration (the lab: PostgreSQL + Slony + slon)
+#   acceptance  pytest tests/acceptance: scenarios ported from Slony-I's own cluster tests
+#               on a 5-server lab of their own (tests/acceptance/conftest.py)
 #   molecule    molecule test --all --workers 2 (extensions/molecule scenarios)
 #
 # Arguments select stages (./scripts/test.sh unit lint); none means all of them.
@@ -25,8 +27,8 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 
-all_stages=(unit changelog lint importer ee sanity docs installed matrix integration molecule)
-default_stages=(unit changelog lint importer ee sanity docs installed integration molecule)
+all_stages=(unit changelog lint importer ee sanity docs installed matrix integration acceptance molecule)
+default_stages=(unit changelog lint importer ee sanity docs installed integration acceptance molecule)
 if [ $# -gt 0 ]; then
   stages=("$@")
 else
@@ -75,6 +77,14 @@ stage_integration() {
     return 0
   fi
   return "$rc"
+}
+stage_acceptance() {
+  if ! has_files tests/acceptance 'test_*.py'; then
+    echo "no acceptance scenario yet: skipped"
+    skipped+=(acceptance)
+    return 0
+  fi
+  pytest -q --durations=0 tests/acceptance
 }
 stage_molecule() {
   if ! compgen -G 'extensions/molecule/*/molecule.yml' >/dev/null; then
