@@ -13,7 +13,8 @@ the write downtime (PAUSE .. RESUME, and the writer's own longest gap between tw
 commits), LOCK SET .. MOVE SET where known, rows the writer committed, and a check that
 the target holds every committed row exactly once.
 
-Usage: SLONY_LAB_PORT_BASE=... SLONY_LAB_DIR=... .venv/bin/python bench/migrate.py [--mb 1024] [--tools playbook,slonik]
+Usage: SLONY_LAB_PORT_BASE=... SLONY_LAB_DIR=... .venv/bin/python bench/migrate.py [--mb 1024] [--reps 3] [--tools playbook,slonik]
+The repetitions interleave the tools; medians and playbook/slonik ratios are printed.
 The lab (tests/integration/lab.py) is brought up if needed and left running.
 """
 
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,42 +234,74 @@ def run_slonik(job: Job) -> dict:
             "locked_seconds": round(moved - locked, 3), "verify": "none (slonik has no comparison)"}
 
 
+def run_once(lab: Lab, rows: int, tool: str) -> dict:
+    job = Job(lab, rows, tool)
+    try:
+        job.writer.start()
+        job.writer.wait_for_commits(20)
+        started = time.monotonic()
+        result = run_playbook(job) if tool == "playbook" else run_slonik(job)
+        result["total_seconds"] = round(time.monotonic() - started, 2)
+        job.writer.wait_for_commits(20)
+        job.writer.stop()
+        result["writer_max_gap_seconds"] = round(job.writer.max_gap(), 3)
+        result["writer_errors"] = len(job.writer.errors)
+        result["source_mb"] = round(job.bytes / 1e6, 1)
+        result.update(job.check())
+        log("%s: %s" % (tool, json.dumps(result)))
+        return result
+    finally:
+        fleet = getattr(job, "fleet", None)
+        if fleet is not None:
+            fleet.kill_all()
+        job.close()
+
+
+MEDIAN_KEYS = ("total_seconds", "downtime_seconds", "writer_max_gap_seconds", "locked_seconds")
+
+
+def summary(runs: dict) -> dict:
+    """Per tool, the median of each timing over the repetitions, and the playbook/slonik
+    ratios of those medians."""
+    medians = {}
+    for tool, results in runs.items():
+        medians[tool] = dict((key, round(statistics.median(r[key] for r in results), 3))
+                             for key in MEDIAN_KEYS if all(r.get(key) is not None for r in results))
+        medians[tool]["phases"] = dict(
+            (phase, round(statistics.median(r["phases"][phase] for r in results), 2))
+            for phase in results[0].get("phases", {}))
+        medians[tool]["runs"] = len(results)
+    if "playbook" in medians and "slonik" in medians:
+        medians["ratio_playbook_to_slonik"] = dict(
+            (key, round(medians["playbook"][key] / medians["slonik"][key], 2))
+            for key in MEDIAN_KEYS
+            if medians["slonik"].get(key) and key in medians["playbook"])
+    return medians
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--mb", type=float, default=1024, help="size of the large table (default 1024 MB)")
     parser.add_argument("--tools", default="playbook,slonik")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions, tools interleaved (default 3)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     lab = Lab(LabSettings.from_environment())
     if not all(lab.is_reachable(n) for n in (1, 2)):
         lab.up()
     rows = max(1000, int(args.mb * 1e6 / ROW_BYTES))
-    results = {}
-    for tool in args.tools.split(","):
-        job = Job(lab, rows, tool)
-        try:
-            job.writer.start()
-            job.writer.wait_for_commits(20)
-            started = time.monotonic()
-            result = run_playbook(job) if tool == "playbook" else run_slonik(job)
-            result["total_seconds"] = round(time.monotonic() - started, 2)
-            job.writer.wait_for_commits(20)
-            job.writer.stop()
-            result["writer_max_gap_seconds"] = round(job.writer.max_gap(), 3)
-            result["writer_errors"] = len(job.writer.errors)
-            result["source_mb"] = round(job.bytes / 1e6, 1)
-            result.update(job.check())
-            results[tool] = result
-            log("%s: %s" % (tool, json.dumps(result)))
-        finally:
-            fleet = getattr(job, "fleet", None)
-            if fleet is not None:
-                fleet.kill_all()
-            job.close()
-    print(json.dumps(results, indent=1))
+    runs = dict((tool, []) for tool in args.tools.split(","))
+    for rep in range(args.reps):
+        for tool in runs:
+            log("repetition %d of %d: %s" % (rep + 1, args.reps, tool))
+            runs[tool].append(run_once(lab, rows, tool))
+    results = {"runs": runs, "median": summary(runs)}
+    print(json.dumps(results["median"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    return 0 if all(r["target_has_every_row_once"] and not r["slony_left"] for r in results.values()) else 1
+    ok = all(r["target_has_every_row_once"] and not r["slony_left"]
+             for results_of_tool in runs.values() for r in results_of_tool)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
