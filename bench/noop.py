@@ -210,6 +210,8 @@ def main(argv=None):
                             bench.log("N=%d slonik bring-up %.2fs" % (n, seconds))
                         else:
                             with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
+                                # slon runs as postgres and reads its configuration below.
+                                os.chmod(tmp, 0o755)
                                 bringup, noops, profile, trips = ansible_bringup(
                                     db, nodes, args.tables, Path(tmp), args.noop_reps,
                                     args.wait_timeout)

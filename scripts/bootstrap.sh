@@ -25,6 +25,18 @@ if [ ! -x .venv/bin/ansible-playbook ] || ! cmp -s requirements-dev.txt .venv/.r
   cp requirements-dev.txt .venv/.requirements
 fi
 
+# The lab servers, pgbouncer and the benchmarks listen on ports 54300-56499, inside Linux's
+# ephemeral range (32768-60999 by default): a client connection that happens to take one of
+# them as its local port makes a server starting on that port fail ("Address already in
+# use"), which was seen on a busy machine. Reserve the range for listeners where the kernel
+# lets us (root, a writable /proc/sys); elsewhere the tests run as before.
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ -w "$reserved" ] && ! grep -q '54300-56499' "$reserved" 2>/dev/null; then
+  current="$(cat "$reserved")"
+  echo "${current:+$current,}54300-56499" > "$reserved" 2>/dev/null \
+    || echo "bootstrap: could not reserve ports 54300-56499 (ip_local_reserved_ports); going on"
+fi
+
 # Make the repository visible to Ansible as the collection dany.slony.
 mkdir -p .build/collections/ansible_collections/dany
 ln -sfn ../../../.. .build/collections/ansible_collections/dany/slony
