@@ -19,8 +19,9 @@ test: bootstrap
 units: bootstrap
 	pytest -q tests/unit
 
+# Both passes: the 3-server labs, then the four_servers tests on 4-server labs.
 integration: bootstrap
-	pytest -q tests/integration
+	./scripts/test.sh integration
 
 # Scenarios ported from Slony-I's own cluster tests, on a 5-server lab of their own.
 acceptance: bootstrap

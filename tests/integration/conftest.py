@@ -31,7 +31,10 @@ def _terminated(signum, frame):
 
 
 def pytest_configure(config):
-    del config
+    # Tests that need a fourth server (a clone, a second failed node). The integration
+    # stage of scripts/test.sh runs them in a second pass, on a lab of 4 servers of their
+    # own; on a lab of 3 they skip.
+    config.addinivalue_line("markers", "four_servers: needs a lab of 4 servers (SLONY_LAB_NODES=4)")
     signal.signal(signal.SIGTERM, _terminated)
 
 

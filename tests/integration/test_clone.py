@@ -26,6 +26,8 @@ from catalog_dump import DIFFERENTIAL_TABLES, dump
 from lab import REPO_ROOT, SLONIK_BIN, LabError, quote_ident, wait_until
 from test_site import ANSIBLE_PLAYBOOK, PlaybookRun, assert_nothing_changed
 
+pytestmark = pytest.mark.four_servers
+
 CLONE_PLAYBOOK = REPO_ROOT / "playbooks" / "clone_node.yml"
 CLUSTER = "lab"
 OLD = (1, 2, 3)
