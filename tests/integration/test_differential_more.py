@@ -174,8 +174,8 @@ def test_repair_update_failover_and_drop_nodes_like_slonik(make_fresh_db, make_s
     before_by_slonik, before_by_modules = twin_queries(twins, (1, 2, 3), FUNCTIONS)
     assert before_by_modules == before_by_slonik
     by_slonik.slonik("update functions (id = 2);\n")
-    updated = converge(by_modules, "slony_node", {"nodes": [{"id": 1}, {"id": 2}, {"id": 3}],
-                                                   "update_functions": True})
+    every_node = {"nodes": [{"id": 1}, {"id": 2}, {"id": 3}], "update_functions": True}
+    updated = converge(by_modules, "slony_node", every_node)
     assert updated.result["slonik"].count("update functions") == 1
     for db, _fleet in twins:
         for node in (1, 2, 3):
