@@ -147,7 +147,7 @@ def decide_clone_prepare(read, node, provider, comment=None):
     # node (slon 2.2's local listener only stores it), so it would never read the clone's
     # events: it restarts, in the same transaction, as slonik's RESTART NODE makes it.
     plan.add(Step(EVENT, provider, "restart the slon of node %d so that it enables node %d"
-                  % (provider, node), slonik="restart node (id = %d);" % provider,
+                  % (provider, node), slonik="restart node %d;" % provider,
                   query=sql.SQL("notify {}").format(
                       sql.Identifier(read.names.namespace + "_Restart")),
                   function="notify", args=(read.names.namespace + "_Restart",), batch="clone"))

@@ -6,6 +6,11 @@ real (CLONE PREPARE, pg_dump | pg_restore, CLONE FINISH, paths, slon), again (no
 changes), and in check mode once more (nothing changes). The clone then replicates: rows
 written on the origin arrive there, and the catalogs of the four nodes agree.
 
+Differential: the same clone typed into slonik on a twin database (Slony's manual: CLONE
+PREPARE, RESTART NODE of the provider, a SYNC on the other nodes confirmed by the provider,
+pg_dump | pg_restore, CLONE FINISH, the new node's paths, its slon) must leave the same
+sl_node, sl_path, sl_set, sl_table, sl_sequence and sl_subscribe on the four nodes.
+
 Needs a lab of 4 servers (SLONY_LAB_NODES=4); skipped otherwise.
 """
 
@@ -45,10 +50,10 @@ STOP_SLON = """\
 """
 
 
-def slonik3(db, script):
-    """slonik with the admin conninfo of nodes 1 to 3 only."""
+def slonik3(db, script, nodes=OLD):
+    """slonik with the admin conninfo of ``nodes`` (default: nodes 1 to 3 only)."""
     text = "cluster name = %s;\n" % CLUSTER + "".join(
-        "node %d admin conninfo = '%s';\n" % (n, db.conninfo(n)) for n in OLD) + script
+        "node %d admin conninfo = '%s';\n" % (n, db.conninfo(n)) for n in nodes) + script
     proc = subprocess.run([SLONIK_BIN], input=text, capture_output=True, text=True, timeout=180,
                           check=False)
     if proc.returncode != 0:
@@ -153,7 +158,7 @@ def catalogs(db, nodes):
     return {n: out[n] for n in nodes}
 
 
-def test_a_cloned_subscriber_replicates_like_any_node(four, make_slons):
+def test_a_cloned_subscriber_replicates_like_any_node(four, make_slons, make_fresh_db):
     db, book = four
     slons = make_slons(db)
     build_three_nodes(db, slons)
@@ -188,14 +193,8 @@ def test_a_cloned_subscriber_replicates_like_any_node(four, make_slons):
     assert "Slony-I" in str(err.value)
 
     # The catalogs of the four nodes agree (once every node has every path of node 4).
-    def agreed():
-        cats = catalogs(db, (1, 2, 3, 4))
-        first_node = cats[1]
-        ok = all(c == first_node for c in cats.values()) and len(first_node["sl_path"]) == 12 and \
-            "<event pending>" not in json.dumps(first_node["sl_path"])
-        return cats if ok else None
     try:
-        cats = wait_until(agreed, timeout=90, interval=0.5, message="the catalogs of the 4 nodes agree")
+        cats = wait_until(lambda: agreed_catalogs(db), timeout=90, interval=0.5, message="the catalogs of the 4 nodes agree")
     except TimeoutError:
         raise AssertionError(disagreement(catalogs(db, (1, 2, 3, 4)))) from None
     assert [row[:2] for row in cats[1]["sl_node"]] == [(1, True), (2, True), (3, True), (4, True)]
@@ -208,6 +207,76 @@ def test_a_cloned_subscriber_replicates_like_any_node(four, make_slons):
     assert_nothing_changed(book.run(), "the second run of clone_node.yml")
     assert_nothing_changed(book.run(check=True), "check mode on the finished clone")
     assert {n: dump_one(db, n) for n in (1, 2, 3, 4)} == settled
+
+    # The same clone through slonik, on a twin database: the same catalogs.
+    twin = make_fresh_db("clone_slonik", nodes=[1, 2, 3, 4])
+    twin_slons = make_slons(twin)
+    build_three_nodes(twin, twin_slons)
+    twin.lab.query(4, "drop database %s" % quote_ident(twin.dbname), dbname="postgres")
+    node4_paths = [row for row in cats[1]["sl_path"] if 4 in row[:2]]
+    slonik_clone(twin, twin_slons, [(s, c, conninfo.replace(db.dbname, twin.dbname), retry)
+                                    for s, c, conninfo, retry in node4_paths])
+    try:
+        by_slonik = wait_until(lambda: agreed_catalogs(twin), timeout=90, interval=0.5,
+                               message="the catalogs of the slonik twin's 4 nodes agree")
+    except TimeoutError:
+        raise AssertionError(disagreement(catalogs(twin, (1, 2, 3, 4)))) from None
+    for node in (1, 2, 3, 4):
+        for name in DIFFERENTIAL_TABLES:
+            expected = normalized(by_slonik[node][name], twin.dbname)
+            actual = normalized(cats[node][name], db.dbname)
+            assert actual == expected, (f"node {node} {name} differs:\nslonik:  {expected}\n"
+                                        f"modules: {actual}")
+
+
+def slonik_clone(db, slons, node4_paths):
+    """What a DBA types into slonik for the clone of node 2 as node 4 (node 4's database
+    does not exist yet). RESTART NODE: node 2's slon learns of its own CLONE_NODE event
+    without enabling node 4 (slony_node does the same restart)."""
+    slonik3(db, "clone prepare (id = 4, provider = 2, comment = 'clone of 2');\n"
+                "restart node 2;\n"
+                "wait for event (origin = 2, confirmed = 1, wait on = 2, timeout = 90);\n"
+                "wait for event (origin = 2, confirmed = 3, wait on = 2, timeout = 90);\n"
+                "sync (id = 1);\n"
+                "sync (id = 3);\n"
+                "wait for event (origin = 1, confirmed = 2, wait on = 2, timeout = 90);\n"
+                "wait for event (origin = 3, confirmed = 2, wait on = 2, timeout = 90);\n")
+    lab = db.lab
+    env = dict(os.environ, PGPASSWORD=lab.password)
+    db.lab.query(4, "create database %s template template0" % quote_ident(db.dbname),
+                 dbname="postgres")
+    bindir = Path(lab.settings.pg_bindir)
+    dump = subprocess.Popen([str(bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(lab.port(2)),
+                             "-U", lab.user, "-Fc", "--compress=0", db.dbname],
+                            stdout=subprocess.PIPE, env=env)
+    restore = subprocess.run([str(bindir / "pg_restore"), "-h", "127.0.0.1", "-p", str(lab.port(4)),
+                              "-U", lab.user, "-d", db.dbname, "--exit-on-error",
+                              "--single-transaction"],
+                             stdin=dump.stdout, capture_output=True, text=True, env=env,
+                             timeout=300, check=False)
+    dump.stdout.close()
+    assert dump.wait(timeout=60) == 0 and restore.returncode == 0, restore.stderr
+    slonik3(db, "clone finish (id = 4, provider = 2);\n" + "".join(
+        "store path (server = %d, client = %d, conninfo = '%s', connretry = %d);\n" % row
+        for row in node4_paths), nodes=(1, 2, 3, 4))
+    slons.start(4)
+
+
+def agreed_catalogs(db):
+    """The catalogs of the four nodes once they agree and every path of node 4 is known
+    everywhere, else None."""
+    cats = catalogs(db, (1, 2, 3, 4))
+    first_node = cats[1]
+    ok = all(c == first_node for c in cats.values()) and len(first_node["sl_path"]) == 12 and \
+        "<event pending>" not in json.dumps(first_node["sl_path"])
+    return cats if ok else None
+
+
+def normalized(rows, dbname):
+    """Catalog rows with the database name (inside path conninfos: the one legitimate
+    difference between the twins) replaced."""
+    return [tuple(v.replace(dbname, "DB") if isinstance(v, str) else v for v in row)
+            for row in rows]
 
 
 def disagreement(cats):

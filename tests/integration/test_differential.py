@@ -1,7 +1,7 @@
 """Differential test: the same bring-up through slonik and through the modules, on twin
 databases, must leave the same Slony catalogs on every node; then the same day-2 work
-(a second set, SET MOVE TABLE into set 1, LOCK SET / UNLOCK SET, MERGE SET of the
-emptied set) must too."""
+(a second set, SET MOVE TABLE and SET MOVE SEQUENCE into set 1, LOCK SET / UNLOCK SET,
+MERGE SET of the emptied set) must too."""
 
 from __future__ import annotations
 
@@ -60,17 +60,21 @@ def module_bring_up(db, slons):
 
 
 MOVED = (6, "billing.payments")
+MOVED_SEQ = (2, "billing.payments_id_seq")
 
 
 def slonik_day_two(db):
-    """Set 2 with billing.payments, subscribed like set 1; once both copies are done,
-    SET MOVE TABLE into set 1; then LOCK SET and UNLOCK SET on set 1."""
+    """Set 2 with billing.payments and its sequence, subscribed like set 1; once both
+    copies are done, SET MOVE TABLE and SET MOVE SEQUENCE into set 1; then LOCK SET and
+    UNLOCK SET on set 1."""
     db.slonik("create set (id = 2, origin = 1, comment = 'moving');\n"
               "set add table (set id = 2, origin = 1, id = %d, fully qualified name = '%s', "
               "comment = '%s');\n"
+              "set add sequence (set id = 2, origin = 1, id = %d, fully qualified name = '%s', "
+              "comment = '%s');\n"
               "subscribe set (id = 2, provider = 1, receiver = 2, forward = yes);\n"
               "subscribe set (id = 2, provider = 1, receiver = 3, forward = yes);\n"
-              % (MOVED[0], MOVED[1], MOVED[1]))
+              % (MOVED[0], MOVED[1], MOVED[1], MOVED_SEQ[0], MOVED_SEQ[1], MOVED_SEQ[1]))
     # What slonik leaves to the user before SET MOVE TABLE: both copies done.
     deadline = time.monotonic() + 90
     while db.scalar(1, 'select "_lab".isSubscriptionInProgress(2)') or any(
@@ -79,21 +83,25 @@ def slonik_day_two(db):
         assert time.monotonic() < deadline, "set 2 was not copied"
         time.sleep(0.2)
     db.slonik("set move table (origin = 1, id = %d, new set = 1);\n"
+              "set move sequence (origin = 1, id = %d, new set = 1);\n"
               "wait for event (origin = 1, confirmed = all, wait on = 1, timeout = 90);\n"
               "lock set (id = 1, origin = 1);\n"
               "unlock set (id = 1, origin = 1);\n"
               "merge set (id = 1, add id = 2, origin = 1);\n"
               "wait for event (origin = 1, confirmed = all, wait on = 1, timeout = 90);\n"
-              % MOVED[0])
+              % (MOVED[0], MOVED_SEQ[0]))
 
 
 def module_day_two(db):
     run_module("slony_set", common(db, id=2, origin=1, comment="moving"))
     run_module("slony_table", common(db, set_id=2, tables=[
         {"name": MOVED[1], "id": MOVED[0], "comment": MOVED[1]}]))
+    run_module("slony_sequence", common(db, set_id=2, sequences=[
+        {"name": MOVED_SEQ[1], "id": MOVED_SEQ[0], "comment": MOVED_SEQ[1]}]))
     run_module("slony_subscription", common(db, set_id=2, receivers=[{"receiver": 2},
                                                                      {"receiver": 3}]))
     run_module("slony_table", common(db, set_id=1, tables=[MOVED[1]], move=True))
+    converge(db, "slony_sequence", {"set_id": 1, "sequences": [MOVED_SEQ[1]], "move": True})
     run_module("slony_set", common(db, id=1, origin=1, locked=True))
     run_module("slony_set", common(db, id=1, origin=1, locked=False))
     # Check mode changes nothing, the merge, then a second run changes nothing.
@@ -112,15 +120,16 @@ def normalized(db):
     return out
 
 
-def settled(db, timeout=90, subscriptions=2, tables=len(TABLES)):
+def settled(db, timeout=90, subscriptions=2, tables=len(TABLES), sequences=len(SEQUENCES)):
     """Wait until every node has every subscription active and every path (propagation)."""
     deadline = time.monotonic() + timeout
     while True:
         cats = normalized(db)
         if all(len(c["sl_path"]) == 6 and len(c["sl_subscribe"]) == subscriptions
                and all(row[4] for row in c["sl_subscribe"]) and len(c["sl_node"]) == 3
-               and len(c["sl_table"]) == tables
+               and len(c["sl_table"]) == tables and len(c["sl_sequence"]) == sequences
                and all(row[0] != MOVED[0] or row[1] == 1 for row in c["sl_table"])
+               and all(row[0] != MOVED_SEQ[0] or row[1] == 1 for row in c["sl_sequence"])
                for c in cats.values()):
             return cats
         if time.monotonic() > deadline:
@@ -144,10 +153,13 @@ def test_modules_leave_the_same_catalogs_as_slonik(make_fresh_db, make_slons):
     compare(settled(by_slonik), settled(by_modules))
     slonik_day_two(by_slonik)
     module_day_two(by_modules)
-    after_slonik = settled(by_slonik, subscriptions=2, tables=len(TABLES) + 1)
-    compare(after_slonik, settled(by_modules, subscriptions=2, tables=len(TABLES) + 1))
+    grown = {"subscriptions": 2, "tables": len(TABLES) + 1, "sequences": len(SEQUENCES) + 1}
+    after_slonik = settled(by_slonik, **grown)
+    compare(after_slonik, settled(by_modules, **grown))
     for node in NODES:
         assert [row for row in after_slonik[node]["sl_table"] if row[0] == MOVED[0]][0][1] == 1
+        assert [row for row in after_slonik[node]["sl_sequence"]
+                if row[0] == MOVED_SEQ[0]][0][1] == 1
         assert [row[0] for row in after_slonik[node]["sl_set"]] == [1]
     # And both replicate: a row written on each origin arrives on node 3.
     for db in (by_slonik, by_modules):

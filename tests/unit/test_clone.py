@@ -68,7 +68,7 @@ def test_prepare_waits_for_the_configuration_then_clones_then_syncs_every_other_
     assert "sync (id = 1);" in plan.slonik()
     # The event and the restart of the provider's slon commit together.
     assert [s.batch for s in plan.steps if s.node == 2 and s.kind == EVENT] == ["clone", "clone"]
-    assert plan.slonik()[1] == "restart node (id = 2);"
+    assert plan.slonik()[1] == "restart node 2;"
 
 
 def test_prepare_default_comment_is_slonik_s():
