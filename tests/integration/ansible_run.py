@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,6 +19,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO_ROOT / ".venv" / "bin" / "ansible"
+SLONIK = shutil.which("slonik") or "/usr/bin/slonik"
+_PREAMBLE = re.compile(r"^(cluster name = .*|node \d+ admin conninfo = .*);$")
 
 
 @dataclass
@@ -79,4 +83,24 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     else:
         assert not run.failed, (f"{name} failed: {result.get('msg')}\n"
                                 f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        assert_slonik_parses(result.get("slonik") or "", name)
     return run
+
+
+def assert_slonik_parses(script: str, what: str = "the script") -> None:
+    """The slonik text a module returns must be a script slonik accepts: slonik parses
+    and checks a whole script (syntax, an admin conninfo for every node a command
+    names) before it runs the first command, so ``exit 0;`` right after the preamble
+    proves that without connecting anywhere."""
+    if not script.strip():
+        return
+    lines = script.splitlines()
+    cut = 0
+    while cut < len(lines) and _PREAMBLE.match(lines[cut]):
+        cut += 1
+    assert cut, f"{what}: the slonik script has no preamble:\n{script}"
+    text = "\n".join(lines[:cut] + ["exit 0;"] + lines[cut:]) + "\n"
+    proc = subprocess.run([SLONIK], input=text, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 0, (f"slonik rejects the script {what} returned:\n"
+                                  f"{proc.stderr}{proc.stdout}\n--- script ---\n{text}")
