@@ -373,6 +373,10 @@ def inventory_from_facts(facts, password_variable=DEFAULT_PASSWORD_VARIABLE, hos
     all_vars = {"slony_cluster_name": facts["cluster_name"],
                 "slony_sets": _set_entries(facts, nodes, warnings, per_set)}
     all_vars.update(_path_vars(paths, node_ids, own))
+    if any(conninfo_template(_path_text(p, []))[1] for p in paths):
+        # The cluster role leaves passwords out of sl_path unless told: keep them as they
+        # are (the cluster's slons may not have a passfile yet).
+        all_vars["slony_path_passwords"] = True
 
     nodes_group = {"hosts": hosts}
     if group_vars:
@@ -412,7 +416,10 @@ def header_lines(adoption, cluster_name):
                   "# the variable %s, which you define in a vault, e.g." % adoption["variables"][0],
                   "#   ansible-vault encrypt_string --name %s  (into group_vars/all/vault.yml)"
                   % adoption["variables"][0],
-                  "# With a password per node, set slony_db_password on each host instead."]
+                  "# With a password per node, set slony_db_password on each host instead.",
+                  "# slony_path_passwords: true keeps the passwords in sl_path as they are;",
+                  "# once site.yml runs the slons (each with its passfile), remove it and",
+                  "# the next run stores the paths without passwords."]
     else:
         lines += ["# The conninfos of the paths have no password (~/.pgpass, or trust)."]
     if adoption["warnings"]:

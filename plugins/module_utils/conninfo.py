@@ -91,6 +91,57 @@ def redact_conninfo(conninfo):
     return make_dsn(**params)
 
 
+def without_password(conninfo):
+    """The conninfo with its ``password`` left out, for a configuration that gets its
+    password from a passfile; ``sslpassword`` stays (a passfile cannot hold it). Without
+    a password it is returned as written; else it is rebuilt by libpq's rules, its other
+    parameters in their written order."""
+    params = parse_conninfo(conninfo)
+    if "password" not in params:
+        return conninfo
+    params.pop("password")
+
+    def written_at(key):
+        found = re.search(r"(?:^|\s)%s\s*=" % re.escape(key), conninfo)
+        return found.start() if found else len(conninfo)
+    ordered = sorted(params, key=written_at)
+    return make_dsn(**dict((key, params[key]) for key in ordered))
+
+
+def _pgpass_field(value):
+    """A pgpass field: ``:`` and ``\\`` escaped with a backslash."""
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pgpass_lines(conninfos):
+    """The lines of a libpq password file (``~/.pgpass`` format) for the conninfos that
+    hold a password, in order, without repeats: ``host:port:database:user:password``.
+
+    libpq matches a line against the connection it makes: a conninfo without a host
+    (a Unix socket) matches ``localhost``; a missing port, database or user becomes
+    ``*``. A conninfo with several hosts (``host=a,b``) gives one line per host (with
+    its port when the ports are listed too)."""
+    lines = []
+    for number, conninfo in enumerate(conninfos):
+        params = parse_conninfo(conninfo, "passfile conninfo #%d" % (number + 1))
+        password = params.get("password")
+        if not password:
+            continue
+        hosts = (params.get("host") or params.get("hostaddr") or "").split(",")
+        ports = (params.get("port") or "").split(",")
+        for index, host in enumerate(hosts):
+            port = ports[index] if len(ports) == len(hosts) else ports[0]
+            if not host or host.startswith("/"):
+                host = "localhost"
+            fields = [host, port or "*", params.get("dbname") or "*",
+                      params.get("user") or "*"]
+            line = ":".join(_pgpass_field(f) if f != "*" else f for f in fields)
+            line += ":" + _pgpass_field(password)
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
 class Redactor:
     """Removes every known secret from text before it leaves the core."""
 

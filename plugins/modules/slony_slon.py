@@ -27,8 +27,15 @@ description:
   - With O(supervisor=none) only the configuration file and its directory are managed (for
     a service manager such as systemd, which the role drives with its own tasks); C(changed)
     then says whether the configuration changed.
-  - With O(state=absent) slon is stopped and the configuration, pid and logrotate files
-    are removed; the log is kept.
+  - With O(passfile) and a non-empty O(passfile_content) it writes that libpq password file
+    (mode C(0600), owned by O(user)) and starts slon with C(PGPASSFILE) pointing to it, so
+    that the configuration's conninfo and the C(sl_path) conninfos need no password (and
+    slon, which logs every conninfo it connects with, logs none). The role builds the content
+    with P(dany.slony.pgpass#filter). An empty O(passfile_content) removes the file. libpq
+    reads the file at each connection, so a changed password needs no restart; a passfile
+    that appears or goes away restarts a running slon (its environment changes).
+  - With O(state=absent) slon is stopped and the configuration, passfile, pid and logrotate
+    files are removed; the log is kept.
   - It reads everything first (files, account, process) and changes only what differs, so a
     second run reports no change; check mode changes nothing and reports what would.
   - It takes no cluster connection, so it is not in the action group C(dany.slony.slony).
@@ -95,10 +102,23 @@ options:
   logrotate_file:
     description: The logrotate configuration file, installed when C(/etc/logrotate.d) exists.
     type: path
+  passfile:
+    description:
+      - The libpq password file of this slon; see the description. Nothing is written
+        without it.
+    type: path
+  passfile_content:
+    description:
+      - The content of O(passfile), in C(~/.pgpass) format
+        (C(host:port:database:user:password) lines). Never shown.
+      - Empty or not given, O(passfile) is removed and slon gets no C(PGPASSFILE).
+    type: str
+    default: ""
   environment:
     description:
       - Extra environment variables of the daemon. slon starts with an empty environment
-        (C(env -i)) plus C(PATH), C(HOME) and C(USER) of O(user), C(LANG=C.UTF-8) and these.
+        (C(env -i)) plus C(PATH), C(HOME) and C(USER) of O(user), C(LANG=C.UTF-8),
+        C(PGPASSFILE) when a passfile is written (see O(passfile)), and these.
       - Its values are never shown.
     type: dict
     default: {}
@@ -132,6 +152,17 @@ EXAMPLES = r'''
     pid_file: /run/dany-slony/slon-shop-2.pid
     log_file: /var/log/dany-slony/slon-shop-2.log
     user: postgres
+
+- name: The same slon, its password in a passfile rather than in the configuration
+  dany.slony.slony_slon:
+    config_file: /etc/dany-slony/slon-shop-2.conf
+    config: |
+      cluster_name = 'shop'
+      conn_info = 'host=db2 dbname=shop user=slony'
+    passfile: /etc/dany-slony/slon-shop-2.pgpass
+    passfile_content: "{{ [slony_node_conninfos[2], slony_node_conninfos[1]] | dany.slony.pgpass }}"
+    pid_file: /run/dany-slony/slon-shop-2.pid
+    log_file: /var/log/dany-slony/slon-shop-2.log
 
 - name: Stop it and remove its files
   dany.slony.slony_slon:
@@ -174,6 +205,11 @@ files:
   type: list
   elements: str
   sample: ["/etc/dany-slony/slon-shop-2.conf"]
+passfile:
+  description: The passfile slon uses (C(PGPASSFILE)), or null when it has none.
+  returned: always
+  type: str
+  sample: /etc/dany-slony/slon-shop-2.pgpass
 '''
 
 import os
@@ -199,6 +235,23 @@ def secrets_of(text):
     return set(a or b for a, b in _SECRET.findall(text or "") if a or b)
 
 
+def _pgpass_password(line):
+    """The password field of a pgpass line (the fifth, ``:`` escaped as ``\\:``)."""
+    fields, current, escaped = [], "", False
+    for char in line:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":" and len(fields) < 4:
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    return current if len(fields) == 4 and current else None
+
+
 def decide_action(state, running, config_changed):
     """What to do with the process (pure)."""
     if state in ("stopped", "absent"):
@@ -218,6 +271,10 @@ class Slon:
         self.files = []
         for secret in secrets_of(self.params["config"]):
             module.no_log_values.add(secret)
+        for line in (self.params["passfile_content"] or "").splitlines():
+            secret = _pgpass_password(line)
+            if secret:
+                module.no_log_values.add(secret)
 
     # -- files --------------------------------------------------------------------------
     def _owner(self):
@@ -321,10 +378,17 @@ class Slon:
             self.module.fail_json(msg="start-stop-daemon could not stop slon (rc %d): %s"
                                       % (rc, (err or out).strip()))
 
+    @property
+    def uses_passfile(self):
+        return bool(self.params["passfile"] and self.params["passfile_content"])
+
     def start(self, home):
         p = self.params
         env = ["PATH=" + SAFE_PATH, "HOME=" + home, "USER=" + p["user"], "LANG=C.UTF-8"]
-        env += ["%s=%s" % (k, v) for k, v in sorted(p["environment"].items())]
+        if self.uses_passfile:
+            env.append("PGPASSFILE=" + p["passfile"])
+        env += ["%s=%s" % (k, v) for k, v in sorted(p["environment"].items())
+                if not (k == "PGPASSFILE" and self.uses_passfile)]
         argv = ["start-stop-daemon", "--start", "--background", "--make-pidfile",
                 "--pidfile", p["pid_file"], "--name", self.process_name,
                 "--chuid", p["user"], "--chdir", "/", "--umask", "027",
@@ -378,8 +442,17 @@ class Slon:
                                       % p["binary"])
         self.directory(os.path.dirname(p["config_file"]))
         config_changed, old = self.content(p["config_file"], p["config"], uid, gid, 0o600)
+        # The passfile: written when there is content, else removed. Its appearing or going
+        # away changes slon's environment (a restart); a new password does not.
+        had_passfile = bool(p["passfile"]) and os.path.lexists(p["passfile"])
+        if self.uses_passfile:
+            self.content(p["passfile"], p["passfile_content"], uid, gid, 0o600)
+        elif p["passfile"]:
+            self.remove(p["passfile"])
+        environment_changed = bool(p["passfile"]) and had_passfile != self.uses_passfile
         result = dict(config_changed=config_changed, action="none", running=False, pid=None,
-                      supervisor=self.supervisor)
+                      supervisor=self.supervisor,
+                      passfile=p["passfile"] if self.uses_passfile else None)
         if self.module._diff:
             result["diff"] = dict(before=mask_password_patterns(old or ""),
                                   after=mask_password_patterns(p["config"]),
@@ -391,7 +464,7 @@ class Slon:
         if p["logrotate"] and p["logrotate_file"] and os.path.isdir(os.path.dirname(p["logrotate_file"])):
             self.content(p["logrotate_file"], p["logrotate"], 0, 0, 0o644)
         running = self.status()
-        action = decide_action(state, running, config_changed)
+        action = decide_action(state, running, config_changed or environment_changed)
         result.update(action=action, running=running)
         if action != "none" and not self.check:
             if action in ("stop", "restart"):
@@ -407,7 +480,7 @@ class Slon:
     def run_absent(self, supervised):
         p = self.params
         result = dict(config_changed=os.path.lexists(p["config_file"]), action="none",
-                      running=False, pid=None, supervisor=self.supervisor)
+                      running=False, pid=None, supervisor=self.supervisor, passfile=None)
         if supervised and p["pid_file"]:
             running = self.status()
             if running:
@@ -415,6 +488,7 @@ class Slon:
                 if not self.check:
                     self.stop()
         self.remove(p["config_file"])
+        self.remove(p["passfile"])
         if supervised:
             self.remove(p["pid_file"])
             self.remove(p["logrotate_file"])
@@ -437,6 +511,8 @@ def main():
             log_file=dict(type="path"),
             logrotate=dict(type="str"),
             logrotate_file=dict(type="path"),
+            passfile=dict(type="path"),
+            passfile_content=dict(type="str", default="", no_log=True),
             environment=dict(type="dict", default={}, no_log=True),
             extra_args=dict(type="list", elements="str", default=[]),
             stop_timeout=dict(type="int", default=30),

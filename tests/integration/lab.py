@@ -211,6 +211,20 @@ class Lab:
         """Where the harness keeps slon configuration files, pid files and logs."""
         return self.directory / "slon"
 
+    def passfile(self) -> Path:
+        """A libpq password file (0600) for every server of the lab, as a DBA's ~/.pgpass:
+        the harness's slons use it, so that they also follow paths stored without a
+        password (what the collection's playbooks store)."""
+        path = self.slon_dir / "lab.pgpass"
+        text = "".join(f"127.0.0.1:{port}:*:{self.user}:{self.password}\n"
+                       for port in self.ports.values())
+        if not path.exists() or path.read_text() != text:
+            self.slon_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        return path
+
     def _check_node(self, node: int) -> None:
         if node not in self.node_ids:
             raise LabError(f"node {node} is not in the lab (nodes {self.node_ids})")
@@ -508,8 +522,10 @@ class SlonDaemon:
     """
 
     def __init__(self, cluster_name: str, node_id: int, conninfo: str, workdir: Path | str,
-                 options: Mapping[str, Any] | None = None, tag: str | None = None):
+                 options: Mapping[str, Any] | None = None, tag: str | None = None,
+                 passfile: Path | None = None):
         self.cluster_name = cluster_name
+        self.passfile = passfile
         self.node_id = node_id
         self.conninfo = conninfo
         self.options = {**SLON_TEST_OPTIONS, **(options or {})}
@@ -560,10 +576,13 @@ class SlonDaemon:
         with os.fdopen(fd, "ab") as log:
             # A session of its own: slon forks a worker under a watchdog, and kill()
             # must take both down.
+            env = dict(os.environ)
+            if self.passfile:
+                env["PGPASSFILE"] = str(self.passfile)
             self.process = subprocess.Popen(
                 [SLON_BIN, "-f", str(self.conf_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env=env,
             )
         if wait:
             self.wait_ready(timeout)
@@ -702,6 +721,7 @@ class SlonFleet:
                 workdir=self.database.lab.slon_dir,
                 options=self.options,
                 tag=f"{self.database.dbname}.{self.cluster_name}",
+                passfile=self.database.lab.passfile(),
             )
         return self.daemons[node]
 

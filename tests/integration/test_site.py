@@ -305,3 +305,34 @@ def test_site_converges_idempotently_and_a_table_joins_live(site, fresh_db):
     marker2 = marker + "-after"
     db.query(1, "insert into public.customers (name, email) values (%s, 'site@example.invalid')", (marker2,))
     wait_for_row(db, "public.customers", "name", marker2, NODES)
+
+    # (f) Secrets off disk: no file the collection wrote (slon configurations, logs, pid
+    # files) and no output holds the password; it is only in each slon's passfile (0600),
+    # which slon uses (scram authentication over TCP: the rows above arrived through
+    # password-less paths), and no sl_path conninfo holds one.
+    assert_password_only_in_passfiles(site, db)
+
+
+def assert_password_only_in_passfiles(site, db):
+    password = db.lab.password
+    written = sorted(p for p in (site.workdir / "slon").rglob("*") if p.is_file())
+    passfiles = [p for p in written if p.suffix == ".pgpass"]
+    assert sorted(p.name for p in passfiles) == [f"slon-{site.cluster}-{n}.pgpass" for n in NODES]
+    assert any(p.suffix == ".log" for p in written) and any(p.suffix == ".conf" for p in written)
+    for path in written:
+        text = path.read_text(errors="replace")
+        if path in passfiles:
+            assert (path.stat().st_mode & 0o777) == 0o600, f"{path} is not 0600"
+            assert f":{db.dbname}:{db.lab.user}:{password}" in text
+        else:
+            assert password not in text, f"{path} holds the password"
+    for run in site.runs:
+        assert password not in run.stdout + run.stderr, f"{run.args} printed the password"
+    for node in NODES:
+        conninfos = db.query(node, f'select pa_conninfo from "_{site.cluster}".sl_path')
+        assert conninfos and all("password" not in c for (c,) in conninfos), conninfos
+    # The running slons were started with the passfile.
+    for node in NODES:
+        pid = int((site.slon_dir("run") / f"slon-{site.cluster}-{node}.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"PGPASSFILE={site.slon_dir('etc')}/slon-{site.cluster}-{node}.pgpass".encode() in environ

@@ -93,6 +93,9 @@ def test_a_cascade_with_two_sets_and_sparse_ids():
     inv = adoption["inventory"]
     assert adoption["warnings"] == []
     assert adoption["variables"] == ["vault_slony_db_password"]
+    # The paths have passwords: site.yml keeps them there (no change on adoption).
+    assert inv["all"]["vars"]["slony_path_passwords"] is True
+    assert "slony_path_passwords: true keeps the passwords" in adoption["text"]
     group = inv["all"]["children"]["slony_nodes"]
     # Distinct hosts: the hosts are named after them.
     assert group["hosts"] == {
@@ -166,6 +169,7 @@ def test_conninfos_without_password_reference_no_variable():
     adoption = adopt_mod.adopt(facts_of(conninfo=lambda n: lab_conninfo(n, password=None)))
     assert adoption["variables"] == []
     assert "slony_db_password" not in json.dumps(adoption["inventory"])
+    assert "slony_path_passwords" not in adoption["inventory"]["all"]["vars"]
     assert "no password" in adoption["text"]
 
 

@@ -7,6 +7,8 @@ import pytest
 from ansible_collections.dany.slony.plugins.module_utils.conninfo import (
     REDACTED, Redactor, build_conninfo, conninfo_secrets, mask_password_patterns,
     parse_conninfo, redact_conninfo)
+from ansible_collections.dany.slony.plugins.module_utils import conninfo as conninfo_mod
+from ansible_collections.dany.slony.plugins.module_utils.pg import parse_dsn
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 
 
@@ -258,3 +260,67 @@ def test_the_client_key_password_is_a_secret_too():
     redactor = Redactor()
     redactor.add_conninfo(conninfo)
     assert "keysecret" not in redactor.text("failed: sslpassword=keysecret")
+
+
+@pytest.mark.parametrize("conninfo, expected", [
+    ("host=db1 dbname=shop user=slony password=s3cret", "host=db1 dbname=shop user=slony"),
+    ("host=db1 dbname=shop user=slony", "host=db1 dbname=shop user=slony"),
+    ("postgresql://slony:s3cret@db1:5433/shop", "user=slony host=db1 port=5433 dbname=shop"),
+    ("host=db1 password='a b' sslpassword=k", "host=db1 sslpassword=k"),
+])
+def test_without_password(conninfo, expected):
+    assert parse_dsn(conninfo_mod.without_password(conninfo)) == parse_dsn(expected)
+    assert "s3cret" not in conninfo_mod.without_password(conninfo)
+
+
+def test_pgpass_lines_match_what_libpq_connects_to():
+    assert conninfo_mod.pgpass_lines([
+        "host=db1 port=5433 dbname=shop user=slony password=s3cret",
+        "dbname=shop user=slony password=local",             # Unix socket: localhost
+        "host=/var/run/postgresql user=slony password=sock",  # socket directory: localhost
+        "host=db2 dbname=shop",                               # no password: no line
+        "host=db1 port=5433 dbname=shop user=slony password=s3cret",  # no repeats
+        "host=a,b port=5432,5433 dbname=d user=u password=multi",
+        "host=c,d port=6000 dbname=d user=u password=one-port",
+        "host=db1 dbname='sh\\\\op' user=sl password='p:w\\\\x'",
+    ]) == [
+        "db1:5433:shop:slony:s3cret",
+        "localhost:*:shop:slony:local",
+        "localhost:*:*:slony:sock",
+        "a:5432:d:u:multi", "b:5433:d:u:multi",
+        "c:6000:d:u:one-port", "d:6000:d:u:one-port",
+        "db1:*:sh\\\\op:sl:p\\:w\\\\x",
+    ]
+
+
+def test_pgpass_lines_refuse_a_bad_conninfo_without_repeating_it():
+    with pytest.raises(SlonyError) as err:
+        conninfo_mod.pgpass_lines(["host=db1 password='Xy9secret"])
+    assert "passfile conninfo #1" in str(err.value) and "Xy9secret" not in str(err.value)
+
+
+def test_the_conninfo_filter_leaves_the_password_out_when_asked():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.dany.slony.plugins.filter.conninfo import conninfo as conninfo_filter
+    with_pw = "host=db1 port=5433 dbname=shop user=slony password=s3cret"
+    assert conninfo_filter(with_pw) == with_pw
+    assert conninfo_filter(with_pw, password=False) == "host=db1 port=5433 dbname=shop user=slony"
+    # Without a password a string is returned as written (no rewrite, no STORE PATH).
+    assert conninfo_filter("dbname=shop   host=db1", password=False) == "dbname=shop   host=db1"
+    assert conninfo_filter({"host": "db1", "password": "s3cret", "port": None},
+                           password=False) == "host=db1"
+    with pytest.raises(AnsibleFilterError) as err:
+        conninfo_filter("host=db1 password='Xy9secret", password=False)
+    assert "Xy9secret" not in str(err.value)
+
+
+def test_the_pgpass_filter():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.dany.slony.plugins.filter.pgpass import pgpass
+    assert pgpass(["host=db1 dbname=shop user=slony password=s3cret",
+                   {"host": "db2", "port": 5433, "dbname": "shop", "user": "slony",
+                    "password": "s3cret"}, "host=db3 dbname=shop"]) == (
+        "db1:*:shop:slony:s3cret\ndb2:5433:shop:slony:s3cret\n")
+    assert pgpass([]) == ""
+    with pytest.raises(AnsibleFilterError):
+        pgpass("host=db1 password=x")

@@ -93,3 +93,44 @@ def test_an_unknown_account_is_refused_and_nothing_is_written(tmp_path):
     failed = run(tmp_path, config=CONFIG, config_file=str(conf), user="no-such-user-here")
     assert failed["failed"] and "user no-such-user-here does not exist" in failed["msg"]
     assert not conf.exists()
+
+
+PASSFILE = "db1:*:shop:slony:%s\ndb2:5433:shop:slony:%s\n" % (PASSWORD, PASSWORD)
+PLAIN_CONFIG = CONFIG.replace(" password=%s" % PASSWORD, "")
+
+
+def test_the_passfile_is_written_for_the_slon_account_only_and_never_shown(tmp_path):
+    conf, passfile = tmp_path / "slon.conf", tmp_path / "slon.pgpass"
+    args = dict(config=PLAIN_CONFIG, config_file=str(conf), passfile=str(passfile),
+                passfile_content=PASSFILE)
+    checked = run(tmp_path, check=True, diff=True, **args)
+    assert checked["changed"] and checked["passfile"] == str(passfile)
+    assert str(passfile) in checked["files"] and not passfile.exists()
+    first = run(tmp_path, diff=True, **args)
+    assert first["changed"] and passfile.read_text() == PASSFILE
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+    assert PASSWORD not in json.dumps(first)
+    assert not run(tmp_path, **args)["changed"]
+    # A new password: the file changes (libpq reads it at each connection).
+    rotated = run(tmp_path, **dict(args, passfile_content=PASSFILE.replace(PASSWORD, "n3w-" + PASSWORD)))
+    assert rotated["changed"] and rotated["files"] == [str(passfile)]
+    # No password left: the file goes, and slon gets no PGPASSFILE.
+    gone = run(tmp_path, **dict(args, passfile_content=""))
+    assert gone["changed"] and not passfile.exists() and gone["passfile"] is None
+    assert not run(tmp_path, **dict(args, passfile_content=""))["changed"]
+
+
+def test_absent_removes_the_passfile_too(tmp_path):
+    conf, passfile = tmp_path / "slon.conf", tmp_path / "slon.pgpass"
+    run(tmp_path, config=PLAIN_CONFIG, config_file=str(conf), passfile=str(passfile),
+        passfile_content=PASSFILE)
+    gone = run(tmp_path, state="absent", config_file=str(conf), passfile=str(passfile))
+    assert gone["changed"] and not passfile.exists() and not conf.exists()
+
+
+@pytest.mark.parametrize("line, password", [
+    ("db1:*:shop:slony:pw", "pw"), ("db1:5432:shop:slony:p\\:w", "p:w"),
+    ("db1:5432:shop:slony:a:b", "a:b"), ("h\\:x:1:d:u:p\\\\q", "p\\q"), ("db1:*:shop", None),
+    ("db1:*:shop:slony:", None)])
+def test_the_password_field_of_a_passfile_line(line, password):
+    assert slony_slon._pgpass_password(line) == password
