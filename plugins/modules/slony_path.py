@@ -38,8 +38,8 @@ options:
         O(state=present).
       - Prefer one without a password, the password in the client slon's passfile (role
         P(dany.slony.slon#role), C(slon_passfile_conninfos); filter
-        P(dany.slony.conninfo#filter) with C(password=false)): C(sl_path) is readable on
-        every node, and slon writes the conninfos it connects with into its log.
+        P(dany.slony.conninfo#filter) with C(password=false)), because C(sl_path) is readable
+        on every node and slon writes the conninfos it connects with into its log.
     type: str
   connretry:
     description: Seconds the client's slon waits before retrying a failed connection.
