@@ -203,10 +203,12 @@ class Cluster:
         return self.node_config[node]
 
     # -- the engine ---------------------------------------------------------------------
-    def connect(self):
-        """A core :class:`cluster.Cluster` (lazy connections); close it, or use ``with``."""
+    def connect(self, read_only=False):
+        """A core :class:`cluster.Cluster` (lazy connections); close it, or use ``with``.
+        ``read_only``: every session read-only (what ``dry_run`` uses)."""
         return CoreCluster(self.name, self.admin_conninfo, connect_timeout=self.connect_timeout,
-                           application_name=self.application_name, redactor=self.redactor)
+                           application_name=self.application_name, redactor=self.redactor,
+                           read_only=read_only)
 
     def run(self, planner, dry_run=False, wait=None, lock=True):
         """Plan with ``planner(core_cluster)`` (any ``plan_*`` function of the core,
@@ -216,7 +218,7 @@ class Cluster:
         modules' ``wait: false``; the waits a step needs first always run.
         """
         wait = self.wait if wait is None else wait
-        with self.connect() as core:
+        with self.connect(read_only=dry_run) as core:
             if lock and not dry_run:
                 core.acquire_run_lock(self.wait_timeout, clock=self.clock)
             planned = planner(core)
@@ -468,7 +470,7 @@ class Cluster:
         nodes = [{"id": node, "comment": self._node(node).get("comment")}
                  for node in self.node_ids]
         steps = converge_steps(nodes, self.mesh_paths(), self._set_descriptions())
-        with self.connect() as core:
+        with self.connect(read_only=dry_run) as core:
             if not dry_run:
                 core.acquire_run_lock(self.wait_timeout, clock=self.clock)
             done = run_steps(core, steps, dry_run=dry_run, wait=wait,

@@ -78,8 +78,11 @@ class Cluster:
     """Connections to the nodes of one cluster, plus the log of what was executed."""
 
     def __init__(self, name, admin_conninfo, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-                 application_name=APPLICATION_NAME, redactor=None):
+                 application_name=APPLICATION_NAME, redactor=None, read_only=False):
         self.name = name
+        # Check mode / dry run: every session is read-only (default_transaction_read_only),
+        # so PostgreSQL itself refuses a write that a plan would do by mistake.
+        self.read_only = read_only
         self.namespace = cluster_namespace(name)
         self.redactor = redactor or Redactor()
         self.admin_conninfo = normalize_admin_conninfo(admin_conninfo)
@@ -187,6 +190,8 @@ class Cluster:
         try:
             with conn.cursor() as cur:
                 cur.execute("SET datestyle TO 'ISO'; SET session_replication_role TO local")
+                if self.read_only:
+                    cur.execute("SET default_transaction_read_only TO on")
             conn.commit()
         except psycopg2.Error as exc:
             conn.close()

@@ -627,9 +627,13 @@ def validate_on_node(cluster, node, statements, lock_timeout=DEFAULT_LOCK_TIMEOU
     behind the application, and make the application queue behind it)."""
     setting = lock_timeout_setting(lock_timeout)
     conn = cluster.connection(node)
+    conn.rollback()
     failed = None
     try:
         with conn.cursor() as cur:
+            # Check mode's sessions are read-only; this transaction writes, and is rolled
+            # back whatever happens.
+            cur.execute("set transaction read write")
             if setting is not None:
                 cur.execute("set local lock_timeout = %s", (setting,))
             cur.execute(_TRY_FUNCTION)

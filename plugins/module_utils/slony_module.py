@@ -61,7 +61,9 @@ def _diffable(value):
 class SlonyModule:
     """AnsibleModule plus a :class:`Cluster` built from the common options."""
 
-    def __init__(self, argument_spec, **kwargs):
+    def __init__(self, argument_spec, check_mode_writes=False, **kwargs):
+        """``check_mode_writes``: the module writes in check mode too (slony_compare's
+        SYNC events); otherwise check mode's sessions are read-only."""
         spec = common_argument_spec()
         spec.update(argument_spec)
         kwargs.setdefault("supports_check_mode", True)
@@ -77,7 +79,8 @@ class SlonyModule:
         try:
             self.cluster = Cluster(self.params["cluster_name"], self.params["admin_conninfo"],
                                    connect_timeout=self.params["connect_timeout"],
-                                   redactor=self.redactor)
+                                   redactor=self.redactor,
+                                   read_only=self.check_mode and not check_mode_writes)
         except SlonyError as exc:
             self.fail(exc)
 

@@ -224,7 +224,7 @@ def main():
         sequences=dict(type="bool", default=True),
         chunk_size=dict(type="int", default=10000),
         fail_on_difference=dict(type="bool", default=False),
-    ))
+    ), check_mode_writes=True)
     params = slony.params
     try:
         result = compare(slony.cluster, nodes=params["nodes"], sets=params["sets"], tables=params["tables"],

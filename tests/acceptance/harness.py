@@ -174,7 +174,7 @@ class Cascade:
             "sl_set": "select set_id, set_origin, set_locked from {ns}.sl_set order by 1",
             "sl_subscribe": "select sub_set, sub_provider, sub_receiver, sub_forward, sub_active "
                             "from {ns}.sl_subscribe order by 1, 3",
-            "events": "select ev_origin, ev_seqno, ev_type from {ns}.sl_event "
+            "config_events": "select ev_origin, ev_seqno, ev_type from {ns}.sl_event "
                       "where ev_type not in ('SYNC') and ev_origin = "
                       "{ns}.getLocalNodeId('_%s') order by 1, 2" % CLUSTER,
         }

@@ -1,4 +1,8 @@
-"""Catalog dumps used to prove that check mode and failed runs change nothing."""
+"""Catalog dumps used to prove that check mode and failed runs change nothing.
+
+Compare two dumps with :func:`assert_unchanged`, not ``==``: slon's cleanup deletes the
+events every node has confirmed (configuration events included) whenever it runs, so an
+event missing later is slon's doing; what a run must not do is add one."""
 
 from __future__ import annotations
 
@@ -53,3 +57,32 @@ def settled_dump(db, cluster: str, interval: float = 0.3, timeout: float = 60) -
         if current == last or time.monotonic() > deadline:
             return current
         last = current
+
+
+# Catalogs in which slon deletes rows on its own (cleanupEvent): only new rows count.
+EVENT_CATALOGS = ("config_events",)
+
+
+def differences(before: dict, after: dict) -> list[str]:
+    """What changed from dump ``before`` to dump ``after``: a catalog that differs, or a
+    configuration event that is new (events that are gone were cleaned up by slon)."""
+    out = []
+    for node in sorted(set(before) | set(after)):
+        old, new = before.get(node), after.get(node)
+        if old is None or new is None:
+            if old != new:
+                out.append(f"node {node}: cluster schema {'created' if old is None else 'dropped'}")
+            continue
+        for name in sorted(set(old) | set(new)):
+            if name in EVENT_CATALOGS:
+                added = [row for row in new.get(name, []) if row not in old.get(name, [])]
+                if added:
+                    out.append(f"node {node} {name}: new {added}")
+            elif old.get(name) != new.get(name):
+                out.append(f"node {node} {name}:\n  before {old.get(name)}\n  after  {new.get(name)}")
+    return out
+
+
+def assert_unchanged(after: dict, before: dict, what: str = "the run changed the catalogs") -> None:
+    problems = differences(before, after)
+    assert not problems, what + ":\n" + "\n".join(problems)

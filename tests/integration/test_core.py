@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
@@ -46,6 +48,23 @@ def test_connection_is_set_up_like_slonik(fresh_db):
         assert datestyle.startswith("ISO")
         assert app == "dany.slony-test"
         assert cluster.state(1) == (NODE_NO_SCHEMA, None)
+
+
+def test_check_mode_sessions_are_read_only(fresh_db):
+    """Check mode and dry runs connect with default_transaction_read_only: a write a plan
+    would do by mistake is refused by PostgreSQL, not just skipped by our code."""
+    with Cluster(CLUSTER, fresh_db.admin_conninfo, read_only=True) as cluster:
+        conn = cluster.connection(1)
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+                cur.execute("create table public.written_in_check_mode (id int)")
+        conn.rollback()
+        assert cluster.fetch(1, "select 1") == [(1,)]
+    assert fresh_db.scalar(1, "select to_regclass('public.written_in_check_mode')") is None
+    with Cluster(CLUSTER, fresh_db.admin_conninfo) as cluster:
+        with cluster.connection(1).cursor() as cur:
+            cur.execute("show default_transaction_read_only")
+            assert cur.fetchone() == ("off",)
 
 
 def test_init_node_loads_schema_and_discards_the_connection(fresh_db):

@@ -123,7 +123,9 @@ def test_ddl_on_every_node_keyed_replicated_and_only_on(fresh_db, slons, tmp_pat
     # Slony captured 6 statements + the completion row; the replicas stored them too.
     assert log_script_rows(db, 1) == initial[1][5] + 7
     # No event for the script itself, only the SYNC we asked for.
-    assert state(db)["catalogs"][1]["config_events"] == initial["catalogs"][1]["config_events"]
+    # (Events gone since were cleaned up by slon; none may be new.)
+    assert [e for e in state(db)["catalogs"][1]["config_events"]
+            if e not in initial["catalogs"][1]["config_events"]] == []
 
     # Re-run with the same key: nothing at all.
     after_first = state(db)

@@ -86,7 +86,8 @@ def test_inventory_with_templates_or_without_nodes_is_refused():
 class FakeCore:
     """What Cluster.run uses of the core cluster, without a database."""
 
-    def __init__(self):
+    def __init__(self, read_only=False):
+        self.read_only = read_only
         self.locked = False
         self.queries = []
         self.name = "shop"
@@ -114,10 +115,12 @@ def fake_planner(core):
 def test_dry_run_returns_the_plan_and_runs_nothing(monkeypatch):
     cluster = api.Cluster("shop", NODES)
     core = FakeCore()
-    monkeypatch.setattr(cluster, "connect", lambda: core)
+    opened = []
+    monkeypatch.setattr(cluster, "connect", lambda read_only=False: opened.append(read_only) or core)
     monkeypatch.setattr(api, "execute_plan", lambda *a, **k: pytest.fail("ran the plan"))
     result = cluster.run(fake_planner, dry_run=True)
     assert result.changed and result.dry_run and not core.locked
+    assert opened == [True], "a dry run's sessions are read-only"
     assert result.steps == [api.PlannedStep(1, EXEC, "do it", "select 1 % ('x',)", "do it;"),
                             api.PlannedStep(1, WAIT, "wait for node 2", "-- wait for node 2", None)]
     lines = result.slonik.splitlines()
@@ -140,7 +143,7 @@ def test_real_run_locks_and_executes_with_the_cluster_settings(monkeypatch):
         core_.queries.append({"node": 1, "sql": "select 1"})
         return []
 
-    monkeypatch.setattr(cluster, "connect", lambda: core)
+    monkeypatch.setattr(cluster, "connect", lambda read_only=False: core)
     monkeypatch.setattr(api, "execute_plan", fake_execute)
     result = cluster.run(fake_planner)
     assert core.locked and not result.dry_run

@@ -570,10 +570,12 @@ def test_validation_sets_lock_timeout_first_and_rolls_back():
     cluster = ValidationCluster()
     stmts = split_statements("alter table t add c int;")
     script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=2)
-    assert cluster.conn.executed[0] == ("set local lock_timeout = %s", ("2000ms",))
+    # Check mode's sessions are read-only: the validation's own transaction is not.
+    assert cluster.conn.executed[0] == ("set transaction read write", None)
+    assert cluster.conn.executed[1] == ("set local lock_timeout = %s", ("2000ms",))
     assert cluster.conn.executed[-1] == ("select pg_temp.dany_slony_try(%s)",
                                          ("alter table t add c int;",))
-    assert cluster.conn.rollbacks == 1
+    assert cluster.conn.rollbacks == 2  # before (a fresh transaction) and after
     cluster = ValidationCluster()
     script_mod.validate_on_node(cluster, 1, stmts, lock_timeout=0)
     assert not any("lock_timeout" in q for q, p in cluster.conn.executed)
@@ -592,7 +594,7 @@ def test_a_lock_timeout_in_check_mode_names_the_lock_and_who_holds_it():
         "public.customers on node 1 within lock_timeout (5s): AccessShareLock on "
         "public.customers held by pid 4242 (idle in transaction for 12s, application psql)")
     assert "Nothing was changed" in message and "alter table public.customers" in message
-    assert info.value.node == 1 and cluster.conn.rollbacks == 1
+    assert info.value.node == 1 and cluster.conn.rollbacks == 2
     # The holders are looked up among the relations the statement names.
     assert "customers" in cluster.fetched[0][0] and "public" in cluster.fetched[0][0]
     # Without lock_timeout, a lock error is an error like any other.
