@@ -53,7 +53,7 @@ import hashlib
 import re
 from collections import namedtuple
 
-from .slonik import quote as slonik_quote
+from .slonik import MAX_LITERAL, fits_a_literal, quote as slonik_quote
 from .pg import psycopg2, sql
 
 from .catalog import read_snapshot
@@ -478,11 +478,20 @@ def target_nodes(snapshot, event_node, only_on):
 # -- the plan ------------------------------------------------------------------------------
 
 def slonik_text(statements, event_node, only_on, source=None):
+    """EXECUTE SCRIPT of ``statements``: ``filename`` for a script from a file, ``sql`` for
+    one short enough for slonik's string literals, else ``filename = 'script.sql'`` after
+    a comment saying that the SQL (the returned queries) goes there."""
+    body = "\n".join(s.sql for s in statements)
+    prefix = ""
     if source is not None:
         what = "filename = %s" % slonik_quote(source)
+    elif fits_a_literal(body):
+        what = "sql = %s" % slonik_quote(body)
     else:
-        what = "sql = %s" % slonik_quote("\n".join(s.sql for s in statements))
-    text = "execute script (%s, event node = %d" % (what, event_node)
+        prefix = ("# slonik 2.2 aborts on a string literal of more than %d characters: "
+                  "save the script's SQL (%d characters) as script.sql\n" % (MAX_LITERAL, len(body)))
+        what = "filename = 'script.sql'"
+    text = prefix + "execute script (%s, event node = %d" % (what, event_node)
     if only_on is not None:
         text += ", execute only on = %s" % (
             str(only_on[0]) if len(only_on) == 1 else "'%s'" % ",".join(map(str, only_on)))

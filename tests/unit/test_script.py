@@ -423,6 +423,17 @@ def test_slonik_text_with_a_file_and_quotes():
         "execute script (filename = '/srv/x.sql', event node = 1);")
 
 
+def test_slonik_text_of_a_script_longer_than_a_slonik_literal_names_a_file():
+    """slonik 2.2.11 aborts on a literal of ~600 characters: a long script is not inlined."""
+    stmts = [Statement(n, n, "alter table t%d add column c%d integer not null default 0;" % (n, n))
+             for n in range(1, 12)]
+    text = slonik_text(stmts, 2, None)
+    comment, command = text.split("\n")
+    assert comment.startswith("# slonik 2.2 aborts on a string literal of more than 500 characters")
+    assert command == "execute script (filename = 'script.sql', event node = 2);"
+    assert slonik_text(stmts[:2], 2, None).startswith("execute script (sql = 'alter table t1")
+
+
 # -- error messages ------------------------------------------------------------------------------
 
 class FakeDiag:
