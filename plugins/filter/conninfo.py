@@ -17,11 +17,11 @@ description:
     C(password), ...) into a conninfo string, quoted by libpq's own rules (psycopg2's
     C(make_dsn)), so that values with spaces, quotes or backslashes survive.
   - Keys whose value is null or empty are left out.
-  - With O(password=false) the password is left out: the form for a slon configuration
+  - With O(password=false) the password is left out, the form for a slon configuration
     or an C(sl_path) conninfo whose password comes from a passfile (see
     P(dany.slony.pgpass#filter)).
   - Given a conninfo string instead of a mapping, it is returned as it is, unless
-    O(password=false) and it holds a password: then it is parsed and rebuilt without it
+    O(password=false) and it holds a password; then it is parsed and rebuilt without it
     (a URI becomes C(key=value) pairs). An invalid conninfo fails with a message that
     never repeats it.
 options:

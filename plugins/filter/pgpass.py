@@ -20,8 +20,8 @@ description:
     (a Unix socket) gives C(localhost); a missing port, database or user gives C(*).
     C(:) and C(\) in values are escaped with a backslash.
   - The C(dany.slony.slon) role writes this file (mode C(0600)) for each slon, so that
-    neither the slon configuration nor the C(sl_path) conninfos need a password: pair it
-    with P(dany.slony.conninfo#filter) and C(password=false).
+    neither the slon configuration nor the C(sl_path) conninfos need a password (pair it
+    with P(dany.slony.conninfo#filter) and C(password=false)).
   - An invalid conninfo fails the filter with a message that never repeats it.
 options:
   _input:

@@ -83,15 +83,18 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
     else:
         assert not run.failed, (f"{name} failed: {result.get('msg')}\n"
                                 f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-        assert_slonik_parses(result.get("slonik") or "", name)
+        assert_slonik_parses(result.get("slonik") or "", name,
+                             "\n".join(s.get("sql", "") for s in result.get("statements") or []))
     return run
 
 
-def assert_slonik_parses(script: str, what: str = "the script") -> None:
+def assert_slonik_parses(script: str, what: str = "the script", script_sql: str = "") -> None:
     """The slonik text a module returns must be a script slonik accepts: slonik parses
     and checks a whole script (syntax, an admin conninfo for every node a command
-    names) before it runs the first command, so ``exit 0;`` right after the preamble
-    proves that without connecting anywhere."""
+    names, that a ``filename`` exists) before it runs the first command, so ``exit 0;``
+    right after the preamble proves that without connecting anywhere. It runs in a
+    directory holding ``script.sql`` (``script_sql``), where slony_script's text for a
+    long script tells the user to save it."""
     if not script.strip():
         return
     lines = script.splitlines()
@@ -100,7 +103,9 @@ def assert_slonik_parses(script: str, what: str = "the script") -> None:
         cut += 1
     assert cut, f"{what}: the slonik script has no preamble:\n{script}"
     text = "\n".join(lines[:cut] + ["exit 0;"] + lines[cut:]) + "\n"
-    proc = subprocess.run([SLONIK], input=text, capture_output=True, text=True, timeout=30,
-                          check=False)
+    with tempfile.TemporaryDirectory(prefix="slonik-check-") as workdir:
+        Path(workdir, "script.sql").write_text(script_sql + "\n")
+        proc = subprocess.run([SLONIK], input=text, capture_output=True, text=True, timeout=30,
+                              check=False, cwd=workdir)
     assert proc.returncode == 0, (f"slonik rejects the script {what} returned:\n"
                                   f"{proc.stderr}{proc.stdout}\n--- script ---\n{text}")

@@ -17,8 +17,8 @@ the sequence equal the origin's. A later run applies only the files slon wrote s
 (never an applied one again), check mode applies nothing, re-runs leave the slon running
 (no restart), and remove_applied removes the applied files. The offline database never
 becomes a node, and the lab password appears in no output (-v included) and in no file
-but the slon configuration (0600: its conninfo carries the password because the lab's
-conninfo does) and slon's own log (0640: slon prints its conninfo at start-up).
+but the slon's passfile (0600): the paths are stored without password, as the
+collection's playbooks store them, so that slon's log holds none either.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ START_SLON = """\
         slon_cluster_name: "{{ slony_cluster_name }}"
         slon_node_id: "{{ slony_node_id }}"
         slon_conninfo: "{{ cluster_conninfo_by_host[inventory_hostname] }}"
+        slon_passfile_conninfos: "{{ cluster_passfile_conninfos }}"
         slon_sync_interval: "{{ slony_slon_sync_interval }}"
         slon_sync_interval_timeout: "{{ slony_slon_sync_interval_timeout }}"
 """
@@ -95,7 +96,7 @@ def build_cluster(db, slons):
               "store node (id = 2, comment = 'subscriber', event node = 1);\n"
               "store path (server = 1, client = 2, conninfo = '%s');\n"
               "store path (server = 2, client = 1, conninfo = '%s');\n"
-              % (db.conninfo(1), db.conninfo(2)))
+              % (db.conninfo(1, password=False), db.conninfo(2, password=False)))
     slons.start(*NODES)
     adds = "".join("set add table (set id = 1, origin = 1, id = %d, fully qualified name = '%s'%s);\n"
                    % (i + 1, name, ", key = 'settings_name_key'" if name == "public.settings" else "")
@@ -427,20 +428,16 @@ def _uid(user):
 
 def _assert_no_password(book):
     """The lab password is in no output, and in no file below the test's directory but the
-    slon configuration (0600: the lab's conninfo carries the password, which slon needs) and
-    slon's own log (0640: slon prints its conninfo at start-up, the role's README says so)."""
+    slon's passfile (0600; the slon configuration and slon's log hold conninfos without
+    password, the role's README says so)."""
     password = book.db.lab.password.encode()
-    conf = book.workdir / "slon" / "etc" / f"slon-{CLUSTER}-{SUBSCRIBER}.conf"
-    log = book.workdir / "slon" / "log" / f"slon-{CLUSTER}-{SUBSCRIBER}.log"
+    passfile = book.workdir / "slon" / "etc" / f"slon-{CLUSTER}-{SUBSCRIBER}.pgpass"
     private = {book.inventory_path, book.vars_path}  # the test's own input files
     holding = set()
     for path in book.workdir.rglob("*"):
         if path.is_file() and path not in private and password in path.read_bytes():
             holding.add(path)
-    assert holding <= {conf, log}, f"the lab password is in {sorted(map(str, holding - {conf, log}))}"
-    assert conf in holding, "the slon configuration has no conninfo password: what does slon use?"
-    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
-    if log in holding:
-        assert stat.S_IMODE(log.stat().st_mode) & 0o007 == 0, "slon's log is readable by everyone"
+    assert holding == {passfile}, f"the lab password is in {sorted(map(str, holding))}"
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
     for run in book.runs:
         assert book.db.lab.password not in run.stdout + run.stderr

@@ -112,12 +112,12 @@ def test_the_passfile_is_written_for_the_slon_account_only_and_never_shown(tmp_p
     assert PASSWORD not in json.dumps(first)
     assert not run(tmp_path, **args)["changed"]
     # A new password: the file changes (libpq reads it at each connection).
-    rotated = run(tmp_path, **dict(args, passfile_content=PASSFILE.replace(PASSWORD, "n3w-" + PASSWORD)))
+    rotated = run(tmp_path, **{**args, "passfile_content": PASSFILE.replace(PASSWORD, "n3w-" + PASSWORD)})
     assert rotated["changed"] and rotated["files"] == [str(passfile)]
     # No password left: the file goes, and slon gets no PGPASSFILE.
-    gone = run(tmp_path, **dict(args, passfile_content=""))
+    gone = run(tmp_path, **{**args, "passfile_content": ""})
     assert gone["changed"] and not passfile.exists() and gone["passfile"] is None
-    assert not run(tmp_path, **dict(args, passfile_content=""))["changed"]
+    assert not run(tmp_path, **{**args, "passfile_content": ""})["changed"]
 
 
 def test_absent_removes_the_passfile_too(tmp_path):
