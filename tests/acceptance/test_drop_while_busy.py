@@ -31,7 +31,12 @@ def test_refusals_then_a_live_leaf_and_a_dead_leaf_are_dropped_under_load(cluste
     writer.start(1)
     writer.wait_for_commits(20)
 
-    # Refusals: nothing changes anywhere.
+    # Refusals: nothing changes anywhere. First every node must know every subscription
+    # (the SUBSCRIBE_SET and ENABLE_SUBSCRIPTION events reach node 2 last, through slon).
+    cascade_rows = [(1, 1, 2, True), (1, 1, 3, True), (1, 3, 4, True), (1, 3, 5, True)]
+    for node in cascade.alive:
+        wait_until(lambda: cascade.catalog(node, "subscriptions") == cascade_rows, timeout=90,
+                   interval=0.2, message="node %d knows every subscription" % node)
     before = cascade.config_dump(cascade.alive)
     refused = cascade.module("slony_path", server=3, client=4, state="absent",
                              expect_failure=True)
