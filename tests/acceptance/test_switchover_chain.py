@@ -21,7 +21,7 @@ import time
 
 import psycopg2
 
-from harness import keys_on, wait_converged
+from harness import keys_on, slon_backend, wait_converged
 from lab import wait_until
 
 NODES = (1, 2, 3, 4, 5)
@@ -41,6 +41,12 @@ def test_the_origin_goes_round_the_five_nodes_while_writing(cluster5, writer):
     writer.wait_for_commits(20)
     moves = []
     for target in (2, 3, 4, 5, 1):
+        # Every switchover makes the other nodes' slons restart their workers (about 10 s,
+        # more on a loaded machine); the module's 15 s grace for a stopped slon is not the
+        # point here: wait until each slon has registered again, as a DBA would.
+        for node in NODES:
+            wait_until(lambda: slon_backend(cascade.db, node), timeout=90, interval=0.2,
+                       message="the slon of node %d registered" % node)
         began = time.monotonic()
         moved = cascade.module("slony_switchover", set_id=1, to_node=target)
         assert moved.changed and moved.result["after"], moved.result
