@@ -56,7 +56,8 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.six import string_types
 
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
-from ansible_collections.dany.slony.plugins.module_utils.conninfo import build_conninfo, pgpass_lines
+from ansible_collections.dany.slony.plugins.filter.conninfo import conninfo
+from ansible_collections.dany.slony.plugins.module_utils.conninfo import pgpass_lines
 from ansible_collections.dany.slony.plugins.module_utils.pg import HAS_PSYCOPG2
 
 
@@ -65,12 +66,8 @@ def pgpass(conninfos):
         raise AnsibleFilterError("the dany.slony.pgpass filter needs psycopg2 on the controller")
     if isinstance(conninfos, (string_types, dict)) or not isinstance(conninfos, (list, tuple)):
         raise AnsibleFilterError("dany.slony.pgpass expects a list of conninfos")
-    texts = []
-    for item in conninfos:
-        if isinstance(item, dict):
-            item = build_conninfo(dict((str(k), str(v)) for k, v in item.items()
-                                       if v is not None and str(v) != ""))
-        texts.append(item)
+    # A mapping becomes a conninfo the way the conninfo filter builds one.
+    texts = [conninfo(item) if isinstance(item, dict) else item for item in conninfos]
     try:
         return "".join(line + "\n" for line in pgpass_lines(texts))
     except SlonyError as exc:
