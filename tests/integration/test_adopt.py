@@ -52,7 +52,6 @@ START_SLONS = """\
       slon_cluster_name: "{{ slony_cluster_name }}"
       slon_node_id: "{{ slony_node_id }}"
       slon_conninfo: "{{ cluster_conninfo_by_host[inventory_hostname] }}"
-      slon_passfile_conninfos: "{{ cluster_passfile_conninfos }}"
       slon_sync_interval: "{{ slony_slon_sync_interval | default(2000) }}"
       slon_sync_interval_timeout: "{{ slony_slon_sync_interval_timeout | default(10000) }}"
 """
