@@ -16,7 +16,8 @@
 #               builds a virtualenv per version, ~10 min on a cold machine): `make matrix`
 #   integration pytest tests/integration (the lab: PostgreSQL + Slony + slon)
 #   acceptance  pytest tests/acceptance: scenarios ported from Slony-I's own cluster tests
-#               on a 5-server lab of their own (tests/acceptance/conftest.py)
+#               on 5-server labs of their own, one per xdist worker (SLONY_ACCEPTANCE_WORKERS,
+#               default 2; tests/acceptance/conftest.py)
 #   molecule    molecule test --all --workers 2 (extensions/molecule scenarios)
 #
 # Arguments select stages (./scripts/test.sh unit lint); none means all of them.
@@ -92,7 +93,9 @@ stage_acceptance() {
     skipped+=(acceptance)
     return 0
   fi
-  pytest -q --durations=0 tests/acceptance
+  # Two workers, each on a 5-server lab of its own (ports shifted by 10 for gw1, see
+  # tests/integration/lab.py): a scenario mostly waits for slon, so two run side by side.
+  pytest -q -n "${SLONY_ACCEPTANCE_WORKERS:-2}" --dist loadfile --durations=0 tests/acceptance
 }
 stage_molecule() {
   if ! compgen -G 'extensions/molecule/*/molecule.yml' >/dev/null; then

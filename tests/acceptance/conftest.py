@@ -8,6 +8,9 @@ tests/integration/lab.py, on ports and in a directory distinct from the integrat
 ``SLONY_ACCEPTANCE_NODES``      number of servers (default 5)
 ``SLONY_LAB_KEEP``              ``1``: leave the lab running after the session
 
+Under pytest-xdist (``make acceptance`` runs two workers) each worker brings up a lab of
+its own: worker gwN uses ports base + 10 * N and the directory with ``-gwN`` appended.
+
 Every server and slon the suite starts is stopped on any exit: the end of the session,
 a failure, Ctrl-C, SIGTERM or SIGHUP (turned into KeyboardInterrupt, so that the
 fixtures' teardown runs), and, as a last resort, pytest_unconfigure and atexit.
