@@ -68,8 +68,9 @@ from .waits import SYSTEM_CLOCK, Behind, Pending, poll_until, timeout_error
 DEFAULT_MAX_LAG_EVENTS = 100
 DEFAULT_MAX_LAG_SECONDS = 60
 # How long a slon that is not running is waited for before the switchover is refused
-# (slon's watchdog restarts a worker 10 s after it exited).
-SLON_GRACE = 15
+# (slon's watchdog restarts a worker 10 s after it exited; 30 s leaves room for a loaded
+# machine, where 15 s proved too short).
+SLON_GRACE = 30
 
 # What a set needs.
 MOVE = "move"            # lock, wait for older transactions, move, wait for confirmations

@@ -21,7 +21,7 @@ description:
     copying it; O(to_node) is not behind the old origin by more than O(max_lag_events) /
     O(max_lag_seconds); no subscription to the set is in progress."
   - When the only problem is a slon daemon that is not running, the run first waits up
-    to 15 seconds (at most O(wait_timeout)) for it to run again, and refuses, nothing
+    to 30 seconds (at most O(wait_timeout)) for it to run again, and refuses, nothing
     changed, if it does not. Slon restarts its worker 10 seconds after some events, and
     every switchover makes the slons of the nodes other than the old and the new origin
     do that. Check mode does not wait; it reports that wait in RV(slon_wait).
@@ -133,7 +133,7 @@ slon_wait:
       at most C(timeout) seconds; null when every slon runs.
   returned: always
   type: dict
-  sample: {"nodes": [3], "timeout": 15, "description": "wait up to 15s for the slon daemon of node 3 to run again ..."}
+  sample: {"nodes": [3], "timeout": 30, "description": "wait up to 30s for the slon daemon of node 3 to run again ..."}
 timings:
   description:
     - C(locked_seconds) is the time from the first lock to the last move (writes fail on the

@@ -42,7 +42,7 @@ def test_the_origin_goes_round_the_five_nodes_while_writing(cluster5, writer):
     moves = []
     for target in (2, 3, 4, 5, 1):
         # Every switchover makes the other nodes' slons restart their workers (about 10 s,
-        # more on a loaded machine); the module's 15 s grace for a stopped slon is not the
+        # more on a loaded machine); the module's 30 s grace for a stopped slon is not the
         # point here: wait until each slon has registered again, as a DBA would.
         for node in NODES:
             wait_until(lambda: slon_backend(cascade.db, node), timeout=90, interval=0.2,

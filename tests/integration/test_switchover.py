@@ -241,7 +241,7 @@ def test_switchover_under_write_load(fresh_db, slons):
     assert "node 2 does not subscribe to set 2" in refused.msg
     assert "set 1" not in refused.msg.split("refused, nothing was changed:")[1]
 
-    # A stopped slon (the only problem) is waited for min(15 s, wait_timeout) before the
+    # A stopped slon (the only problem) is waited for min(30 s, wait_timeout) before the
     # run refuses: the plan's first step, which check mode does not run.
     slons.stop(3)
     refused = run_module("slony_switchover", common(db, wait_timeout=4, **switch),

@@ -79,9 +79,9 @@ def test_a_stopped_slon_alone_becomes_a_precondition_wait_and_planning_never_sle
     planned = decide_switchover(data, NS, timeout=90)
     first = planned.plan.steps[0]
     assert first.kind == WAIT and first.required and first.run is not None
-    assert "wait up to 15s for the slon daemon of node 3 to run again" in first.description
+    assert "wait up to 30s for the slon daemon of node 3 to run again" in first.description
     assert planned.extra["slon_wait"]["nodes"] == [3]
-    assert planned.extra["slon_wait"]["timeout"] == 15
+    assert planned.extra["slon_wait"]["timeout"] == 30
     assert [s.function for s in planned.plan.steps[1:]] == ["lockSet", None, "moveSet", None]
     # The grace never exceeds the timeout.
     assert decide_switchover(data, NS, timeout=4).extra["slon_wait"]["timeout"] == 4
