@@ -192,6 +192,9 @@ select nl_backendpid from {ns}.sl_nodelock
 
 _MAX_SEQNO = "select max(ev_seqno) from {ns}.sl_event where ev_origin = %s"
 
+# The sets a node (the one connected to) receives, from its own catalog.
+_OWN_SUBSCRIPTIONS = "select sub_set from {ns}.sl_subscribe where sub_receiver = %s order by 1"
+
 # failedNode2 ran here: the FAILOVER_NODE event this node created for the failed node.
 _OWN_FAILOVER_EVENT = """
 select ev_origin, ev_seqno, ev_data2 from {ns}.sl_event
@@ -366,7 +369,7 @@ class FailoverRun:
 
     def __init__(self, ns, failed, backup, survivors, candidates, sets_to_move,
                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None, failed_list=None,
-                 restarts=None):
+                 restarts=None, receivers=None, dropped=None, warnings=None):
         self.ns = ns
         self.failed = failed
         self.backup = backup
@@ -381,6 +384,11 @@ class FailoverRun:
         self.temporary_backup = None
         self.seqno = None
         self.event = None
+        # {surviving node: [sets of the failed node it received before]}, and the list
+        # (shared by the runs of one call) of the subscriptions FAILOVER dropped.
+        self.receivers = dict(receivers or {})
+        self.dropped = dropped if dropped is not None else []
+        self.warnings = warnings if warnings is not None else []
 
     @property
     def slon_pids(self):
@@ -445,6 +453,27 @@ class FailoverRun:
                 "events up to %s from node %d (it retries every 10 s)%s" % (
                     exc.message, self.failed, self.seqno, target, _resume_hint()),
                 node=exc.node, queries=cluster.queries)
+        self.note_dropped(cluster)
+
+    def note_dropped(self, cluster):
+        """After every survivor confirmed FAILOVER_NODE: the subscriptions Slony dropped.
+        A node that had applied more of the failed node's events than the promoted node
+        unsubscribes itself from the failed node's sets (failoverSet_int, a WARNING in its
+        slon log only). Each receiver's own catalog says whether it still subscribes."""
+        for node in sorted(self.receivers):
+            if node == self.temporary_backup:
+                continue
+            now = set(r[0] for r in _fetch(cluster, node, _OWN_SUBSCRIPTIONS, (node,)))
+            for set_id in self.receivers[node]:
+                entry = {"node": node, "set": set_id, "failed_node": self.failed,
+                         "promoted_node": self.temporary_backup}
+                if set_id not in now and entry not in self.dropped:
+                    self.dropped.append(entry)
+                    self.warnings.append(
+                        "node %d no longer subscribes to set %d: it had applied more of failed "
+                        "node %d's events than node %d, which took over, and Slony's FAILOVER "
+                        "dropped its subscription; subscribe it again (a full copy)"
+                        % (node, set_id, self.failed, self.temporary_backup))
 
     def finish(self, cluster, step, ctx):
         del step
@@ -727,6 +756,17 @@ def sets_of_failed_node(snaps, failed):
     return [(s, failed) for s in sorted(found)]
 
 
+def receivers_of(snaps, sets):
+    """{surviving node: [set ids]}: the sets of ``sets`` (``[(set, failed)]``) each node
+    receives, from its own catalog."""
+    out = {}
+    for node in sorted(snaps):
+        mine = [s for s, _failed in sets if (s, node) in snaps[node].subscriptions]
+        if mine:
+            out[node] = mine
+    return out
+
+
 def _check_slons(data, slon_wait=0):
     """Every active surviving node needs a running slon, or the failover cannot finish.
 
@@ -985,7 +1025,8 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
     ``extra``: ``surviving_nodes`` and ``failed_nodes`` (per failed node: its candidates,
     the node promoted first, what probing it found, the events each survivor holds)."""
     reports = [_pair_report(p) for p in data.pairs]
-    extra = {"surviving_nodes": list(data.survivors), "failed_nodes": reports}
+    extra = {"surviving_nodes": list(data.survivors), "failed_nodes": reports,
+             "dropped_subscriptions": [], "warnings": []}
     befores, afters, sets_of = [], [], {}
     for read in data.pairs:
         failed, backup = read.failed, read.backup
@@ -1019,7 +1060,10 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
     for read, report in pending:
         runs.append(FailoverRun(ns, read.failed, read.backup, data.survivors, read.candidates,
                                 read.sets_rows, timeout=timeout, wait_enabled=wait_enabled,
-                                report=report, failed_list=failed_list, restarts=restarts))
+                                report=report, failed_list=failed_list, restarts=restarts,
+                                receivers=receivers_of(data.snaps, sets_of[read.failed]),
+                                dropped=extra["dropped_subscriptions"],
+                                warnings=extra["warnings"]))
         if read.promotion is None:
             expected[read.failed] = _check_promotion(read, sets_of[read.failed])
     slonik = failover_slonik([(p.failed, p.backup) for p in data.pairs])
@@ -1059,6 +1103,8 @@ def single_form(planned):
     """The Planned of a one-pair call in the shape of the single-node options."""
     report = planned.extra["failed_nodes"][0]
     report["surviving_nodes"] = planned.extra["surviving_nodes"]
+    report["dropped_subscriptions"] = planned.extra["dropped_subscriptions"]
+    report["warnings"] = planned.extra["warnings"]
     report.pop("failed_node", None)
     report.pop("backup_node", None)
     return Planned(planned.plan, planned.before["nodes"][0], planned.after["nodes"][0], report)

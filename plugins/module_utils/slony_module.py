@@ -143,6 +143,10 @@ class SlonyModule:
                       slonik="\n".join(self.redactor.text(line) for line in slonik),
                       events=[event_dict(e) for e in events], before=before, after=after)
         result.update(extra or {})
+        # What a run found worth a warning (a list a planner's report may fill while the
+        # plan runs): ansible shows it as a warning, not as a return value.
+        for warning in result.pop("warnings", None) or []:
+            self.module.warn(self.redactor.text(warning))
         if self.module._diff:
             # Ansible renders a diff of dicts or strings, not of lists.
             result["diff"] = dict(before=_diffable(before), after=_diffable(after))

@@ -118,9 +118,10 @@ notes:
     confirmation of C(FAILOVER_NODE), confirmation of C(MOVE SET) by the backup); it only
     skips the wait for the other nodes to process C(DROP NODE).
   - A node that was ahead of the promoted node for the failed node's sets drops its
-    subscriptions (Slony prints a warning in its slon log); the promoted node is chosen as
-    the one holding the most events of the failed node, so this only happens to nodes that
-    are not failover candidates.
+    subscriptions (Slony prints a warning in its slon log only); the promoted node is chosen
+    as the one holding the most events of the failed node, so this only happens to nodes
+    that are not failover candidates, e.g. a leaf fed by a forwarder that failed together
+    with the origin. The module reports them in RV(dropped_subscriptions) and warns.
   - If a run is interrupted after a node other than O(backup_node) was promoted and every
     surviving node has processed the failover, the sets stay on that node; move them with
     a switchover.
@@ -189,6 +190,18 @@ failed_nodes:
   elements: dict
   sample: [{"failed_node": 1, "backup_node": 2, "candidates": [2], "temporary_backup": 2,
             "failed_node_reachable": false, "failed_node_probe": [], "failed_node_events": []}]
+dropped_subscriptions:
+  description:
+    - The subscriptions Slony's FAILOVER dropped (C(node), C(set), C(failed_node),
+      C(promoted_node)), read on each receiver once every survivor confirmed the failover.
+      A node that had applied more of the failed node's events than the node promoted
+      unsubscribes itself from the failed node's sets (its slon only logs a warning);
+      the module also issues a warning per entry. Subscribe such a node again (a full
+      copy). Empty when no subscription was dropped and in check mode.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 4, "set": 1, "failed_node": 1, "promoted_node": 2}]
 surviving_nodes:
   description: Every node of the cluster except the failed nodes (and nodes that failed earlier).
   returned: always

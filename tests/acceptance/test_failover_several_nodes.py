@@ -54,6 +54,10 @@ def _resubscribe_the_nodes_ahead(cascade, result, survivors, feeds):
 
     subs = wait_until(stable, timeout=60, interval=0.5, message="the subscriptions settled")[0]
     dropped = sorted(set(feeds) - set(row[2] for row in subs))
+    # The module read the same on each receiver once FAILOVER_NODE was confirmed, and warned.
+    reported = result["dropped_subscriptions"]
+    assert sorted(e["node"] for e in reported) == dropped, (reported, dropped)
+    assert all(e["set"] == 1 and e["failed_node"] == 1 for e in reported), reported
     if not dropped:
         return
     events = dict((entry["failed_node"], entry) for entry in result["failed_nodes"])[1]

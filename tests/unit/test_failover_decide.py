@@ -207,3 +207,32 @@ def test_what_the_run_learns_reaches_the_returned_extra():
     run = planned.plan.steps[-1].run.__self__
     run.report["temporary_backup"] = 2  # as promote() does when node 2 turns out ahead
     assert planned.extra["temporary_backup"] == 2
+
+
+# -- the subscriptions FAILOVER dropped -------------------------------------------------------
+
+def test_the_receivers_of_the_failed_nodes_sets_come_from_each_nodes_own_catalog():
+    assert failover.receivers_of({2: snapshot(2), 3: snapshot(3)}, [(1, 1)]) == {2: [1], 3: [1]}
+    # A node whose own catalog lacks its subscription is no receiver; other sets are ignored.
+    lone = Snapshot(3, local_id=3, nodes=[], sets=[Set(1, 1, None, "app")], subscriptions=[])
+    assert failover.receivers_of({2: snapshot(2), 3: lone}, [(1, 1), (7, 1)]) == {2: [1]}
+
+
+def test_a_dropped_subscription_is_reported_and_warned_once():
+    planned = decide_failover(read(), NS)
+    assert planned.extra["dropped_subscriptions"] == [] and planned.extra["warnings"] == []
+    run = FailoverRun(NS, 1, 2, [2, 3, 4], [2, 3], [1], receivers={2: [1], 3: [1], 4: [1, 5]},
+                      dropped=planned.extra["dropped_subscriptions"],
+                      warnings=planned.extra["warnings"])
+    run.temporary_backup = 2
+    # Node 4 was ahead of node 2: its own catalog has lost set 1, not set 5.
+    still = {2: [(1,)], 3: [(1,)], 4: [(5,)]}
+    cluster = Scripted([("sub_receiver", lambda node, params: still[node])])
+    run.note_dropped(cluster)
+    run.note_dropped(cluster)  # a second look (the next failed node's run) adds nothing
+    assert planned.extra["dropped_subscriptions"] == [
+        {"node": 4, "set": 1, "failed_node": 1, "promoted_node": 2}]
+    assert planned.extra["warnings"] == [
+        "node 4 no longer subscribes to set 1: it had applied more of failed node 1's events "
+        "than node 2, which took over, and Slony's FAILOVER dropped its subscription; "
+        "subscribe it again (a full copy)"]
