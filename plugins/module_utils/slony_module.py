@@ -101,11 +101,16 @@ class SlonyModule:
         if not queries and self.cluster is not None:
             queries = list(self.cluster.queries)
         message = exc.message if isinstance(exc, SlonyError) else str(exc)
+        # Statements are logged once committed: a run that fails after one of them (a
+        # wait that timed out after its event, say) did change the cluster.
+        changed = bool(self.cluster is not None and self.cluster.queries
+                       and not self.check_mode)
         if self.cluster is not None:
             self.cluster.close()
         extra = dict(extra)
         if isinstance(exc, SlonyError) and exc.node is not None:
             extra["node"] = exc.node
+        extra.setdefault("changed", changed)
         self.module.fail_json(msg=self.redactor.text(message), queries=queries, **extra)
 
     def run(self, planner, lock=True):

@@ -231,7 +231,7 @@ def main():
                          sequences=params["sequences"], chunk_size=params["chunk_size"],
                          timeout=params["wait_timeout"])
     except SlonyError as exc:
-        slony.fail(exc)
+        slony.fail(exc, changed=False)  # its SYNC events change nothing
     finally:
         slony.cluster.close()
     if params["fail_on_difference"] and not result["equal"]:
