@@ -155,9 +155,9 @@ class Site:
         assert proc.returncode == 0 and recap and not failed, self.redact(
             "%s failed (rc %d):\n%s" % (playbook, proc.returncode, output[-6000:]))
         assert self.db.lab.password not in output, "%s printed the password" % playbook
-        print("  %s: %.1f s, changed %s" % (playbook, time.monotonic() - started,
-                                           dict((h, c["changed"]) for h, c in recap.items())))
-        return output, dict((h, c["changed"]) for h, c in recap.items())
+        changed = dict((h, c["changed"]) for h, c in recap.items())
+        print("  %s: %.1f s, changed %s" % (playbook, time.monotonic() - started, changed))
+        return output, changed
 
     def run_unchanged(self, playbook, extra=None):
         output, changed = self.run(playbook, extra)
