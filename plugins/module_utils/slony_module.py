@@ -103,8 +103,8 @@ class SlonyModule:
         message = exc.message if isinstance(exc, SlonyError) else str(exc)
         # Statements are logged once committed: a run that fails after one of them (a
         # wait that timed out after its event, say) did change the cluster.
-        changed = bool(self.cluster is not None and self.cluster.queries
-                       and not self.check_mode)
+        committed = self.cluster.queries if self.cluster is not None else []
+        changed = bool(committed) and not self.check_mode
         if self.cluster is not None:
             self.cluster.close()
         extra = dict(extra)
