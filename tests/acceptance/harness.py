@@ -281,6 +281,23 @@ def differences(digests):
     return problems
 
 
+def assert_no_drift(cascade, nodes, timeout=120):
+    """``slony_info`` over the live nodes, once no configuration event is in flight (drift
+    seen while one is, is only settling): no drift, every node compared and reachable,
+    every subscription complete. Returns the module's result."""
+    def settled():
+        info = cascade.module("slony_info").result
+        return info if not info["config_in_flight"] else None
+
+    info = wait_until(settled, timeout=timeout, interval=1,
+                      message="no configuration event in flight (slony_info)")
+    assert info["drift"] == [], info["drift"]
+    assert info["unreachable_nodes"] == [], info["unreachable_nodes"]
+    assert info["compared_nodes"] == sorted(nodes), info["compared_nodes"]
+    assert all(s["complete"] for s in info["subscriptions"]), info["subscriptions"]
+    return info
+
+
 def wait_converged(db, nodes, timeout=120):
     """Wait until every replicated table (rows + checksum) and every sequence is equal on
     ``nodes`` (the writers stopped); return the common digest, or fail with what differs."""
@@ -297,4 +314,5 @@ def wait_converged(db, nodes, timeout=120):
 
 
 __all__ = ["Registry", "Cascade", "OriginWriter", "digest", "differences", "wait_converged",
+           "assert_no_drift",
            "keys_on", "SlonDaemon", "SlonError", "ACCEPTANCE_SCHEMA_SQL", "CLUSTER", "NS"]

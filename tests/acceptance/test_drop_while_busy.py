@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 from catalog_dump import assert_unchanged
-from harness import NS, keys_on, wait_converged
+from harness import NS, assert_no_drift, keys_on, wait_converged
 from lab import wait_until
 
 
@@ -79,4 +79,5 @@ def test_refusals_then_a_live_leaf_and_a_dead_leaf_are_dropped_under_load(cluste
     for node in (1, 2, 3):
         assert keys_on(db, node) == committed, "node %d lost or gained rows" % node
     assert cascade.catalog(3, "subscriptions") == [(1, 1, 2, True), (1, 1, 3, True)]
+    assert_no_drift(cascade, [1, 2, 3])
     print("scenario 7: %.0f s" % (time.monotonic() - started))

@@ -25,7 +25,7 @@ import time
 
 from ansible_run import REPO_ROOT
 from catalog_dump import assert_unchanged
-from harness import CLUSTER, NS, keys_on, wait_converged
+from harness import CLUSTER, NS, assert_no_drift, keys_on, wait_converged
 from lab import wait_until
 
 
@@ -147,6 +147,7 @@ def test_an_origin_and_a_forwarder_fail_together(cluster5, writer):
     for node in survivors:
         assert cascade.catalog(node, "nodes") == [(2,), (4,), (5,)]
     _check_data(cascade, writer, survivors, 2, had)
+    assert_no_drift(cascade, survivors)
 
     # A second run changes nothing (check mode too).
     again = cascade.module("slony_failover", nodes=pairs, drop_failed=True)
@@ -202,6 +203,7 @@ def test_a_whole_site_fails(cluster5, writer):
         assert cascade.db.scalar(node, f"select count(*) from {NS}.sl_path "
                                        "where pa_server in (1, 2) or pa_client in (1, 2)") == 0
     _check_data(cascade, writer, survivors, 3, had)
+    assert_no_drift(cascade, survivors)
     out = run_failover_playbook(cascade, site)
     assert "changed: False" in out
     print("site failover: playbook %.1fs, scenario %.1fs" % (took, time.monotonic() - started))

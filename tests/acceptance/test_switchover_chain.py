@@ -21,7 +21,7 @@ import time
 
 import psycopg2
 
-from harness import keys_on, slon_backend, wait_converged
+from harness import assert_no_drift, keys_on, slon_backend, wait_converged
 from lab import wait_until
 
 NODES = (1, 2, 3, 4, 5)
@@ -65,6 +65,7 @@ def test_the_origin_goes_round_the_five_nodes_while_writing(cluster5, writer):
     assert all(len(keys) > 50 for keys in committed.values()), committed
     for node in NODES:
         assert keys_on(cascade.db, node) == committed, "node %d lost or gained rows" % node
+    assert_no_drift(cascade, list(NODES))
     print("scenario 2, the chain: %.0f s" % (time.monotonic() - started))
 
 
@@ -104,3 +105,4 @@ def test_a_long_transaction_on_the_origin_fails_the_switchover_in_time_and_unloc
     wait_converged(cascade.db, list(NODES), timeout=180)
     for node in NODES:
         assert keys_on(cascade.db, node) == writer.committed(), node
+    assert_no_drift(cascade, list(NODES))
