@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from catalog_dump import assert_unchanged
 from harness import NS, keys_on, slon_backend, wait_converged
 from lab import wait_until
@@ -84,6 +86,7 @@ def settle(db, origin, nodes=NODES, timeout=120):
                       timeout=timeout)
 
 
+@pytest.mark.heavy
 def test_ddl_everywhere_only_on_and_failing_on_the_origin_or_a_replica_under_load(
         cluster5, writer):
     cascade = cluster5

@@ -26,6 +26,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from catalog_dump import assert_unchanged
 from harness import NS, keys_on, wait_converged
 from lab import wait_until
@@ -102,6 +104,7 @@ def check_no_survivor_was_ahead(cascade, result, promoted):
             {"receiver": n, "provider": FEEDS[n], "forward": True} for n in dropped])
 
 
+@pytest.mark.heavy
 def test_failover_to_a_forwarder_whose_slon_comes_back_late(cluster5, writer):
     started = time.monotonic()
     cascade = cluster5

@@ -447,6 +447,7 @@ def site(cluster5, request):
 
 # -- the scenario -----------------------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_killed_runs_are_finished_by_the_next_run(cluster5, writer, site):
     cascade = cluster5
     db = cascade.db

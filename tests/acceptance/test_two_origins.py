@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from harness import NS, OriginWriter, WRITER_TABLES, keys_on, slon_backend, wait_converged
 from lab import wait_until
 
@@ -68,6 +70,7 @@ def writer_errors(origin_writer):
     return [e for w in origin_writer.retired + origin_writer.writers for e in w.errors]
 
 
+@pytest.mark.heavy
 def test_one_origin_moves_and_fails_while_the_other_writes_on(cluster5, writer):
     started = time.monotonic()
     cascade = cluster5
