@@ -51,8 +51,7 @@ def _terminated(signum, frame):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "heavy: a long scenario, left out of make test until the "
-                                       "stage fits its time budget (SLONY_ACCEPTANCE_ALL=1)")
+    del config
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGHUP, _terminated)
     atexit.register(REGISTRY.cleanup)

@@ -33,6 +33,13 @@ SAMPLE_TABLES = ["public.customers", "public.products", "public.orders", "billin
 # The cascade: receiver -> provider.
 CASCADE = {2: 1, 3: 1, 4: 3, 5: 3}
 
+# slon's intervals for the 5-node labs. The integration lab's -t 250 ms (lab.py) makes
+# every idle node emit four SYNCs a second, which 4 other nodes each process and confirm:
+# measured on the 2-core machine, an idle 5-node cascade kept 0.9-1.3 cores busy with it
+# and 0.33 with -t 1000 (0.6 with the writers running). Two labs at -t 250 saturated
+# the machine and stretched scenarios 3-4x. A confirmation takes 0.5-1.2 s at -t 1000.
+SLON_OPTIONS = {"sync_interval": 100, "sync_interval_timeout": 1000}
+
 
 class Registry:
     """Every lab and slon fleet the suite started, stopped on any exit (idempotent)."""
@@ -97,7 +104,7 @@ class Cascade:
 
     def __init__(self, db, registry):
         self.db = db
-        self.slons = SlonFleet(db, CLUSTER)
+        self.slons = SlonFleet(db, CLUSTER, options=SLON_OPTIONS)
         registry.add_fleet(self.slons)
         self.dead = set()
 
@@ -116,9 +123,10 @@ class Cascade:
         return run_module(module, self.args(admin_nodes, **extra), check=check, diff=diff,
                           expect_failure=expect_failure, timeout=600)
 
-    def bring_up(self, cascade=None):
+    def bring_up(self, cascade=None, subscribe=True):
         """Nodes, slons, full-mesh paths, set 1 (the writer's tables and sequences, the
-        sample tables, a standalone sequence), the cascade's subscriptions."""
+        sample tables, a standalone sequence), and (``subscribe``) the cascade's
+        subscriptions."""
         cascade = cascade or CASCADE
         nodes = self.db.node_ids
         self.module("slony_node", nodes=[{"id": n, "comment": "node %d" % n} for n in nodes])
@@ -131,6 +139,8 @@ class Cascade:
         self.module("slony_sequence", set_id=1, sequences=[
             "acc.ticket_seq", "public.invoice_number_seq"] + [
             "%s_id_seq" % t for t in WRITER_TABLES])
+        if not subscribe:
+            return
         # Providers first: the module orders the receivers itself.
         self.module("slony_subscription", set_id=1, receivers=[
             {"receiver": r, "provider": p, "forward": True} for r, p in sorted(cascade.items())])

@@ -66,8 +66,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from ansible_run import REPO_ROOT
-from harness import NS, SAMPLE_TABLES, WRITER_TABLES, keys_on, slon_backend, wait_converged
+from ansible_run import REPO_ROOT, ansible_environment, site_inventory, write_private_json
+from harness import (NS, SAMPLE_TABLES, WRITER_TABLES, assert_no_drift, keys_on, slon_backend,
+                     wait_converged)
 from lab import wait_until
 
 NODES = (1, 2, 3, 4, 5)
@@ -104,32 +105,12 @@ class Site:
         hosts = {"node%d" % n: {"slony_node_id": n, "slony_db_port": lab.port(n)} for n in NODES}
         hosts["node4"]["slony_provider"] = 3
         hosts["node5"]["slony_provider"] = 3
-        local = {"ansible_connection": "local",
-                 "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-        inventory = {"all": {
-            "hosts": {"localhost": dict(local)},
-            "vars": {"slony_cluster_name": "acc",
-                     "slony_sets": [{"id": 1, "origin": 1, "comment": "acceptance",
-                                     "tables": [{"name": t} for t in self.tables],
-                                     "sequences": SEQUENCES}]},
-            "children": {"slony_nodes": {"hosts": hosts, "vars": dict(local, **{
-                "slony_db_host": "127.0.0.1",
-                "slony_db_name": self.db.dbname,
-                "slony_db_user": lab.user,
-                "slony_db_password": lab.password,
-                "cluster_wait_timeout": 120,
-                "slony_slon_sync_interval": 100,
-                "slony_slon_sync_interval_timeout": 1000,
-                "slon_config_dir": str(self.slon_dir("etc")),
-                "slon_run_dir": str(self.slon_dir("run")),
-                "slon_log_dir": str(self.slon_dir("log")),
-                "slon_logrotate": False,
-            })}},
-        }}
-        # The inventory holds the lab password: private.
-        fd = os.open(self.inventory_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(inventory, handle, indent=1)
+        write_private_json(self.inventory_path, site_inventory(
+            self.db, hosts, self.workdir / "slon", cluster_wait_timeout=120,
+            all_vars={"slony_cluster_name": "acc",
+                      "slony_sets": [{"id": 1, "origin": 1, "comment": "acceptance",
+                                      "tables": [{"name": t} for t in self.tables],
+                                      "sequences": SEQUENCES}]}))
 
     def command(self, playbook, extra=None):
         argv = [str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory_path), str(PLAYBOOKS / playbook)]
@@ -139,10 +120,7 @@ class Site:
 
     @staticmethod
     def environment():
-        env = dict(os.environ)
-        env.update({"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-                    "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_DEPRECATION_WARNINGS": "false"})
-        return env
+        return ansible_environment()
 
     def run(self, playbook, extra=None, timeout=400):
         """Run a playbook to its end; it must succeed. Returns (output, {host: changed})."""
@@ -407,14 +385,7 @@ def check_complete(site, writer, nodes, what):
     for node in nodes:
         assert keys_on(cascade.db, node) == committed, "%s: node %d lost or gained rows" % (
             what, node)
-
-    def no_drift():
-        info = cascade.module("slony_info", filter=["drift"]).result
-        return info if not info["drift"] else None
-
-    info = wait_until(no_drift, timeout=90, interval=1,
-                      message="%s: slony_info without drift" % what)
-    assert info["compared_nodes"] == sorted(nodes), info["compared_nodes"]
+    assert_no_drift(cascade, sorted(nodes))
     print("  %s: %s rows committed, on every node; tables and sequences equal; no drift"
           % (what, dict((t, len(k)) for t, k in committed.items())))
 
@@ -447,7 +418,6 @@ def site(cluster5, request):
 
 # -- the scenario -----------------------------------------------------------------------------
 
-@pytest.mark.heavy
 def test_killed_runs_are_finished_by_the_next_run(cluster5, writer, site):
     cascade = cluster5
     db = cascade.db

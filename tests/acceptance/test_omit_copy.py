@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import NS, SAMPLE_TABLES, WRITER_TABLES, keys_on, wait_converged
+from harness import NS, SAMPLE_TABLES, WRITER_TABLES, assert_no_drift, keys_on, wait_converged
 from lab import wait_until
 
 NODES = (1, 2, 3)
@@ -133,9 +133,7 @@ def test_receivers_restored_from_a_dump_subscribe_with_omit_copy(cluster5, write
     for node in NODES:
         assert keys_on(db, node) == committed, "node %d lost or gained rows" % node
 
-    info = cascade.module("slony_info").result
-    assert info["unreachable_nodes"] == [] and info["drift"] == [], info["drift"]
-    assert info["compared_nodes"] == list(NODES)
+    info = assert_no_drift(cascade, list(NODES))
     assert sorted((s["receiver"], s["provider"], s["complete"]) for s in info["subscriptions"]) \
         == [(2, 1, True), (3, 2, True)], info["subscriptions"]
     print("scenario 8: %.0f s" % (time.monotonic() - started))

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 
-from harness import NS, SAMPLE_TABLES, WRITER_TABLES, keys_on, wait_converged
+from harness import NS, SAMPLE_TABLES, WRITER_TABLES, assert_no_drift, keys_on, wait_converged
 from lab import wait_until
 
 NODES = (1, 2, 3, 4, 5)
@@ -47,21 +47,6 @@ RECEIVERS = [{"receiver": 2, "provider": 1}, {"receiver": 3, "provider": 1},
 # The second call's: its waits are for copies that Slony retries after 15, 30, then 60 s.
 WAIT_TIMEOUT = 240
 CASCADE_ROWS = [(1, 1, 2, True), (1, 1, 3, True), (1, 3, 4, True), (1, 3, 5, True)]
-
-
-def bring_up_without_subscriptions(cascade):
-    """What Cascade.bring_up does, but the subscriptions."""
-    nodes = cascade.db.node_ids
-    cascade.module("slony_node", nodes=[{"id": n, "comment": "node %d" % n} for n in nodes])
-    cascade.slons.start()
-    cascade.module("slony_path", paths=[
-        {"server": s, "client": c, "conninfo": cascade.db.conninfo(s)}
-        for s in nodes for c in nodes if s != c])
-    cascade.module("slony_set", id=1, origin=1, comment="acceptance")
-    cascade.module("slony_table", set_id=1, tables=list(WRITER_TABLES) + SAMPLE_TABLES)
-    cascade.module("slony_sequence", set_id=1, sequences=[
-        "acc.ticket_seq", "public.invoice_number_seq"] + [
-        "%s_id_seq" % t for t in WRITER_TABLES])
 
 
 def subscribe(cascade, **extra):
@@ -78,7 +63,7 @@ def test_the_cascade_subscribes_under_load_past_a_long_transaction_and_a_killed_
     cascade = cluster5
     db = cascade.db
     started = time.monotonic()
-    bring_up_without_subscriptions(cascade)
+    cascade.bring_up(subscribe=False)
     writer.start(1)
     writer.wait_for_commits(20)
     # The set's last table (slon copies in tab_id order): where node 3's copy is held.
@@ -196,9 +181,7 @@ def test_the_cascade_subscribes_under_load_past_a_long_transaction_and_a_killed_
     for node in NODES:
         assert keys_on(db, node) == committed, "node %d lost or gained rows" % node
 
-    info = cascade.module("slony_info").result
-    assert info["unreachable_nodes"] == [] and info["drift"] == [], info["drift"]
-    assert info["compared_nodes"] == list(NODES)
+    info = assert_no_drift(cascade, list(NODES))
     assert sorted((s["receiver"], s["provider"], s["complete"]) for s in info["subscriptions"]) \
         == [(2, 1, True), (3, 1, True), (4, 3, True), (5, 3, True)], info["subscriptions"]
     assert all(s["running"] for s in info["slons"]), info["slons"]

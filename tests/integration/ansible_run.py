@@ -50,8 +50,9 @@ class ModuleRun:
         return json.dumps(self.result) + self.stdout + self.stderr
 
 
-def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
-               verbosity: int = 0, expect_failure: bool = False, timeout: float = 600) -> ModuleRun:
+def ansible_environment() -> dict:
+    """The environment of every ansible and ansible-playbook run of the tests: this one,
+    with the repository's ansible.cfg, no colours and no deprecation warnings."""
     env = dict(os.environ)
     env.update({
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
@@ -59,6 +60,53 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
     })
+    return env
+
+
+def site_inventory(db, hosts: dict, slon_dir: Path, all_vars: dict | None = None,
+                   **node_vars) -> dict:
+    """An inventory for the collection's playbooks on a fresh database of the lab.
+
+    ``hosts`` ({name: host vars}) make the group ``slony_nodes``, whose variables are the
+    connection settings of ``db`` (the lab's user and password), slons at the tests'
+    intervals with their files under ``slon_dir`` (etc, run, log), and ``node_vars``;
+    ``all_vars`` are variables of every host; ``localhost`` runs the admin plays. Every
+    host is reached locally."""
+    lab = db.lab
+    local = {"ansible_connection": "local",
+             "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    group_vars = dict(local)
+    group_vars.update({
+        "slony_db_host": "127.0.0.1",
+        "slony_db_name": db.dbname,
+        "slony_db_user": lab.user,
+        "slony_db_password": lab.password,
+        "slony_slon_sync_interval": 100,
+        "slony_slon_sync_interval_timeout": 1000,
+        "slon_config_dir": str(slon_dir / "etc"),
+        "slon_run_dir": str(slon_dir / "run"),
+        "slon_log_dir": str(slon_dir / "log"),
+        "slon_logrotate": False,
+    })
+    group_vars.update(node_vars)
+    inventory = {"all": {"hosts": {"localhost": dict(local)},
+                         "children": {"slony_nodes": {"hosts": hosts, "vars": group_vars}}}}
+    if all_vars:
+        inventory["all"]["vars"] = dict(all_vars)
+    return inventory
+
+
+def write_private_json(path: Path, data) -> None:
+    """``data`` as JSON (which is YAML) in ``path``, readable by its owner only: the
+    inventories hold the lab password."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False,
+               verbosity: int = 0, expect_failure: bool = False, timeout: float = 600) -> ModuleRun:
+    env = ansible_environment()
     name = module if "." in module else "dany.slony." + module
     with tempfile.TemporaryDirectory(prefix="ansible-tree-") as tree:
         cmd = [str(ANSIBLE), "localhost", "-m", name, "-a", json.dumps(args), "--tree", tree]

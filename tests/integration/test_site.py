@@ -13,7 +13,6 @@ to the inventory's set joins it live and replicates.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_run import ansible_environment, site_inventory, write_private_json
 from catalog_dump import assert_unchanged, dump
 from lab import REPO_ROOT, wait_until
 
@@ -94,60 +94,30 @@ class Site:
         lab = self.db.lab
         tables = [{"name": "public.settings", "key": "settings_name_key"}]
         tables += [{"name": name} for name in self.extra_tables]
-        return {
-            "all": {
-                "hosts": {"localhost": {"ansible_connection": "local",
-                                        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
-                "children": {"slony_nodes": {
-                    "hosts": {
-                        "node1": {"slony_node_id": 1, "slony_db_port": lab.port(1)},
-                        "node2": {"slony_node_id": 2, "slony_db_port": lab.port(2)},
-                        # A cascade, as in inventory/lab.yml.
-                        "node3": {"slony_node_id": 3, "slony_db_port": lab.port(3), "slony_provider": 2},
-                    },
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                        "slony_db_host": "127.0.0.1",
-                        "slony_db_name": self.db.dbname,
-                        "slony_db_user": lab.user,
-                        "slony_db_password": lab.password,
-                        "slony_cluster_name": self.cluster,
-                        "slony_sets": [{
-                            "id": 1,
-                            "origin": 1,
-                            "comment": "site test",
-                            "schemas": ["public", "billing"],
-                            "exclude": [r"^public\.audit_log$", r"^public\.settings$"],
-                            "tables": tables,
-                            "sequence_schemas": ["public"],
-                        }],
-                        "slony_slon_sync_interval": 100,
-                        "slony_slon_sync_interval_timeout": 1000,
-                        "slon_config_dir": str(self.slon_dir("etc")),
-                        "slon_run_dir": str(self.slon_dir("run")),
-                        "slon_log_dir": str(self.slon_dir("log")),
-                        "slon_logrotate": False,
-                    },
-                }},
-            }
-        }
+        return site_inventory(
+            self.db,
+            {"node1": {"slony_node_id": 1, "slony_db_port": lab.port(1)},
+             "node2": {"slony_node_id": 2, "slony_db_port": lab.port(2)},
+             # A cascade, as in inventory/lab.yml.
+             "node3": {"slony_node_id": 3, "slony_db_port": lab.port(3), "slony_provider": 2}},
+            self.workdir / "slon",
+            slony_cluster_name=self.cluster,
+            slony_sets=[{
+                "id": 1,
+                "origin": 1,
+                "comment": "site test",
+                "schemas": ["public", "billing"],
+                "exclude": [r"^public\.audit_log$", r"^public\.settings$"],
+                "tables": tables,
+                "sequence_schemas": ["public"],
+            }])
 
     def write_inventory(self) -> None:
-        # JSON is YAML; the file holds the lab password, so keep it private.
-        fd = os.open(self.inventory_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.inventory(), handle, indent=1)
+        write_private_json(self.inventory_path, self.inventory())
 
     def playbook(self, playbook: Path, check: bool = False, allow_failure: bool = False,
                  timeout: float = 600) -> PlaybookRun:
-        env = dict(os.environ)
-        env.update({
-            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_DEPRECATION_WARNINGS": "false",
-        })
+        env = ansible_environment()
         args = [str(ANSIBLE_PLAYBOOK), "-i", str(self.inventory_path), str(playbook)]
         if check:
             args.append("--check")
