@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -120,20 +121,84 @@ def inventory(db, nodes, workdir):
         }}}}}
 
 
-def playbook(path, workdir, profile=None, extra=()):
+class ModuleMemory(threading.Thread):
+    """The peak resident memory (VmHWM, kB) of the module processes that run while it is
+    active. With ``pipelining`` (ansible.cfg) a module runs as a bare ``python3`` reading
+    its payload on stdin: a process whose command line is the interpreter alone, child of
+    ``/bin/sh -c '... && sleep 0'``. /proc is scanned every ``interval`` seconds; VmHWM only
+    grows, so a module that lives over a few scans is measured at its peak."""
+
+    def __init__(self, interval=0.05):
+        super().__init__(name="module-memory", daemon=True)
+        self.interval = interval
+        self.root = None  # only descendants of this pid count (set once the playbook runs)
+        self.peak_kb = 0
+        self.modules = set()
+        self._done = threading.Event()
+
+    @staticmethod
+    def _parent(pid):
+        return Path("/proc", pid, "stat").read_text().rsplit(")", 1)[1].split()[1]
+
+    def _descends(self, pid):
+        while pid not in ("0", "1"):
+            pid = self._parent(pid)
+            if pid == str(self.root):
+                return True
+        return False
+
+    def _module_peak(self, pid):
+        try:
+            argv = Path("/proc", pid, "cmdline").read_bytes().split(b"\0")[:-1]
+            if len(argv) != 1 or not argv[0].endswith((b"/python3", b"/python")):
+                return None
+            if b"&& sleep 0" not in Path("/proc", self._parent(pid), "cmdline").read_bytes():
+                return None
+            if not self._descends(pid):
+                return None
+            for line in Path("/proc", pid, "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return None
+
+    def run(self):
+        while not self._done.is_set():
+            for pid in os.listdir("/proc") if self.root else ():
+                if pid.isdigit():
+                    kb = self._module_peak(pid)
+                    if kb is not None:
+                        self.modules.add(pid)
+                        self.peak_kb = max(self.peak_kb, kb)
+            self._done.wait(self.interval)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self.join()
+
+
+def playbook(path, workdir, profile=None, extra=(), memory=None):
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DEPRECATION_WARNINGS="false")
     if profile:
         env.update(ANSIBLE_CALLBACK_PLUGINS=str(BENCH / "callback"),
                    ANSIBLE_CALLBACKS_ENABLED="task_profile", DANY_TASK_PROFILE=str(profile))
     t = time.monotonic()
-    proc = subprocess.run([str(bench.ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.yml"),
-                           str(path)] + list(extra), cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False)
+    with subprocess.Popen([str(bench.ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.yml"),
+                           str(path)] + list(extra), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        if memory is not None:
+            memory.root = proc.pid
+        stdout, stderr = proc.communicate()
     seconds = time.monotonic() - t
     if proc.returncode != 0:
-        raise RuntimeError("%s failed:\n%s\n%s" % (path.name, proc.stdout[-4000:], proc.stderr[-2000:]))
-    recap = [l for l in proc.stdout.splitlines() if " : ok=" in l]
+        raise RuntimeError("%s failed:\n%s\n%s" % (path.name, stdout[-4000:], stderr[-2000:]))
+    recap = [line for line in stdout.splitlines() if " : ok=" in line]
     return seconds, recap
 
 
@@ -148,18 +213,24 @@ def ansible_bringup(db, nodes, tables, workdir, noop_reps, timeout):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the password
     with os.fdopen(fd, "w") as handle:
         json.dump(inventory(db, nodes, workdir), handle)
+    memory = {}
     try:
         t = time.monotonic()
-        playbook(SITE, workdir)
+        with ModuleMemory() as mem:
+            playbook(SITE, workdir, memory=mem)
         wait_replicas(db, nodes, tables, timeout)
         bringup = time.monotonic() - t
+        memory["bringup"] = {"peak_kb": mem.peak_kb, "modules": len(mem.modules)}
         noops, profile = [], []
         for rep in range(noop_reps):
             prof = workdir / ("profile-%d.jsonl" % rep)
-            seconds, recap = playbook(SITE, workdir, profile=prof)
+            with ModuleMemory() as mem:
+                seconds, recap = playbook(SITE, workdir, profile=prof, memory=mem)
             if not recap or any("changed=0" not in line for line in recap):
                 raise RuntimeError("the no-op run changed something: %s" % recap)
             noops.append(seconds)
+            memory["noop"] = {"peak_kb": max(mem.peak_kb, memory.get("noop", {}).get("peak_kb", 0)),
+                              "modules": len(mem.modules)}
             profile = [json.loads(line) for line in prof.read_text().splitlines()]
         api = ApiCluster(CLUSTER, dict((n, db.conninfo(n)) for n in nodes),
                          sets=[{"id": 1, "origin": 1, "comment": "bench",
@@ -169,7 +240,7 @@ def ansible_bringup(db, nodes, tables, workdir, noop_reps, timeout):
             results = api.converge()
         if any(r.changed for r in results):
             raise RuntimeError("converge() changed something after site.yml")
-        return bringup, noops, profile, trips.result
+        return bringup, noops, profile, trips.result, memory
     finally:
         stop_slons(workdir)
 
@@ -196,7 +267,7 @@ def main(argv=None):
         for n in counts:
             nodes = list(range(1, n + 1))
             rows = results.setdefault(n, {"slonik": [], "ansible": [], "noop": [], "profile": [],
-                                          "trips": None})
+                                          "trips": None, "memory": []})
             for rep in range(args.reps):
                 order = ("slonik", "ansible") if rep % 2 == 0 else ("ansible", "slonik")
                 for tool in order:
@@ -212,9 +283,10 @@ def main(argv=None):
                             with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
                                 # slon runs as postgres and reads its configuration below.
                                 os.chmod(tmp, 0o755)
-                                bringup, noops, profile, trips = ansible_bringup(
+                                bringup, noops, profile, trips, memory = ansible_bringup(
                                     db, nodes, args.tables, Path(tmp), args.noop_reps,
                                     args.wait_timeout)
+                            rows["memory"].append(memory)
                             rows["ansible"].append(bringup)
                             rows["noop"].extend(noops)
                             rows["profile"], rows["trips"] = profile, trips
@@ -248,6 +320,14 @@ def report(results, args):
         print("\nper extra node: slonik %+.2f s, site.yml %+.2f s, no-op %+.2f s, round trips %+.1f"
               % (slope(summary, "slonik"), slope(summary, "ansible"), slope(summary, "noop"),
                  slope(summary, "trips")))
+    print("\npeak resident memory of one module process (the largest, sampled; MB)")
+    print("| N | T | bring-up: peak | module processes | no-op: peak | module processes |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n in sorted(results):
+        for mem in results[n].get("memory", []):
+            print("| %d | %d | %.1f | %d | %.1f | %d |" % (
+                n, args.tables, mem["bringup"]["peak_kb"] / 1024.0, mem["bringup"]["modules"],
+                mem["noop"]["peak_kb"] / 1024.0, mem["noop"]["modules"]))
     smallest = min(results)
     print("\nno-op per-task profile at N = %d (last run; seconds from a task's start to the next's)"
           % smallest)

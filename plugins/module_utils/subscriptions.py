@@ -18,6 +18,7 @@ from .errors import SlonyError
 from .waits import Behind, Pending, poll_until, slon_state, timeout_error
 from .plan import EXEC, WAIT, Plan, Planned, Step, call, wait
 from .sets import caught_up_waits
+from .setmove import old_transactions
 
 
 def find_set_origin(cluster, set_id):
@@ -61,8 +62,37 @@ def subscription_complete(cluster, set_id, receiver, provider=None):
     return bool(active and synced and (provider is None or sub_provider == provider))
 
 
+# On the provider, when it is the set's origin: the xmax of the ENABLE_SUBSCRIPTION
+# event's snapshot. slon copies from the origin only once every transaction below it
+# has ended (remote_worker.c copy_set), on the whole PostgreSQL server.
+_COPY_XMAX = """
+select pg_catalog.txid_snapshot_xmax(e.ev_snapshot)
+  from {ns}.sl_event e join {ns}.sl_set s on s.set_origin = e.ev_origin
+ where s.set_id = %s and s.set_origin = %s and e.ev_type = 'ENABLE_SUBSCRIPTION'
+   and e.ev_data1 = %s and e.ev_data3 = %s
+ order by e.ev_seqno desc limit 1
+"""
+
+
+def copy_blockers(cluster, set_id, receiver, provider):
+    """The transactions on ``provider`` that hold ``receiver``'s copy of ``set_id`` (when
+    the provider is the set's origin), as text; best effort: [] when they cannot be read."""
+    try:
+        rows = cluster.fetch(provider, sql.SQL(_COPY_XMAX).format(ns=cluster.ns),
+                             (set_id, provider, str(set_id), str(receiver)))
+    except SlonyError:
+        return []
+    if not rows or rows[0][0] is None:
+        return []
+    return old_transactions(cluster, provider, rows[0][0])
+
+
 def wait_subscription(cluster, set_id, receiver, provider, timeout, clock=None):
-    """Wait until ``receiver`` has its copy of ``set_id`` from ``provider``."""
+    """Wait until ``receiver`` has its copy of ``set_id`` from ``provider``.
+
+    On timeout the error says whether the provider's slon runs and names the
+    transactions on the origin that are older than the subscription, which hold the
+    copy back."""
     def probe():
         if subscription_complete(cluster, set_id, receiver, provider):
             return True
@@ -70,8 +100,13 @@ def wait_subscription(cluster, set_id, receiver, provider, timeout, clock=None):
                                % (set_id, provider))])
 
     def on_timeout(pending):
-        pending.note = ("the slon of provider node %d is %s; the receiver's slon log says "
-                        "why the copy does not finish" % (provider, slon_state(cluster, provider)))
+        note = "the slon of provider node %d is %s" % (provider, slon_state(cluster, provider))
+        blockers = copy_blockers(cluster, set_id, receiver, provider)
+        if blockers:
+            note += ("; slon copies only once the transactions on the origin (node %d) that "
+                     "are older than the subscription have ended, and these still run: %s"
+                     % (provider, "; ".join(blockers)))
+        pending.note = note + "; the receiver's slon log says why the copy does not finish"
         return timeout_error(cluster, "node %d to finish subscribing to set %d from node %d"
                              % (receiver, set_id, provider), timeout, pending)
 

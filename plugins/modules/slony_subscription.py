@@ -84,6 +84,11 @@ options:
 notes:
   - The receiver needs a path to the provider (M(dany.slony.slony_path)) and running slon
     daemons; the copy itself is done by the receiver's slon.
+  - The module waits for each copy, at most O(wait_timeout). slon starts a copy from the
+    set's origin only once every transaction on the origin's PostgreSQL server (any
+    database) that is older than the subscription has ended; when such transactions hold
+    the copy back past O(wait_timeout), the error names them (pid, database, user,
+    application, age).
 seealso:
   - module: dany.slony.slony_set
   - module: dany.slony.slony_path

@@ -95,6 +95,10 @@ def test_the_cascade_subscribes_under_load_past_a_long_transaction_and_a_killed_
         assert failed.msg.startswith(
             "timed out after 10s waiting for node 3 to finish subscribing to set 1 from node 1; "
             "behind: node 3 (copy of set 1 from node 1 not finished; slon running)"), failed.msg
+        # The error names the transaction that holds the copy back, on the origin.
+        assert "slon copies only once the transactions on the origin (node 1) that are " \
+               "older than the subscription have ended, and these still run: pid %d " \
+               % blocker.get_backend_pid() in failed.msg, failed.msg
         assert db.lab.password not in failed.everything()
         # Nodes 2 and 3 are subscribed, 4 and 5 (fed by node 3) not yet; nobody has a copy.
         assert db.query(1, f"select sub_provider, sub_receiver from {NS}.sl_subscribe "

@@ -249,8 +249,10 @@ class Lab:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def run_playbook(self, state: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Apply playbooks/lab.yml with this lab's settings; raise LabError on failure."""
+    def run_playbook(self, state: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """Apply playbooks/lab.yml with this lab's settings; raise LabError on failure.
+        The bound is generous: 300 s ran out twice while four labs came up at once on the
+        2-core machine."""
         ansible_playbook = _venv_tool("ansible-playbook")
         env = dict(os.environ)
         env.setdefault("ANSIBLE_CONFIG", str(REPO_ROOT / "ansible.cfg"))

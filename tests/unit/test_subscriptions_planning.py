@@ -193,11 +193,16 @@ def test_unsubscribing_reads_no_receiver_catalog(catalog, monkeypatch):
 
 # -- the copy wait, with a fake clock -------------------------------------------------------
 
-def copy_cluster(rows, slon=None):
-    """The receiver's sl_subscribe / sl_setsync: ``rows`` per poll, the last repeats."""
+def copy_cluster(rows, slon=None, copy_xmax=None, blockers=()):
+    """The receiver's sl_subscribe / sl_setsync: ``rows`` per poll, the last repeats; on
+    the provider, the ENABLE_SUBSCRIPTION's xmax (None: the provider is not the origin)
+    and the backends of ``pg_stat_activity`` older than it."""
     rows = list(rows)
-    return ScriptedCluster([("sl_setsync", lambda node, params: list(
-        rows[0] if len(rows) == 1 else rows.pop(0)))], slon=slon)
+    return ScriptedCluster([
+        ("sl_setsync", lambda node, params: list(rows[0] if len(rows) == 1 else rows.pop(0))),
+        ("ENABLE_SUBSCRIPTION", lambda node, params: [] if copy_xmax is None else [(copy_xmax,)]),
+        ("pg_stat_activity", lambda node, params: list(blockers)),
+    ], slon=slon)
 
 
 def test_wait_subscription_honours_the_timeout_and_names_both_slons():
@@ -211,6 +216,26 @@ def test_wait_subscription_honours_the_timeout_and_names_both_slons():
         "provider node 2 is not running; the receiver's slon log says why the copy does not "
         "finish")
     assert info.value.node == 3
+
+
+def test_a_copy_held_by_old_transactions_on_the_origin_names_them_on_timeout():
+    cluster = copy_cluster([[(1, True, False)]], copy_xmax=1234, blockers=[
+        (4711, "app", "batch", "nightly", 600), (4712, "other_db", "dba", "psql", 30)])
+    with pytest.raises(SlonyError) as info:
+        subs.wait_subscription(cluster, 1, 3, 1, 9, clock=FakeClock())
+    assert str(info.value) == (
+        "timed out after 9s waiting for node 3 to finish subscribing to set 1 from node 1; "
+        "behind: node 3 (copy of set 1 from node 1 not finished; slon running); the slon of "
+        "provider node 1 is running; slon copies only once the transactions on the origin "
+        "(node 1) that are older than the subscription have ended, and these still run: "
+        "pid 4711 (database app, user batch, application 'nightly', open for 600s); "
+        "pid 4712 (database other_db, user dba, application 'psql', open for 30s); the "
+        "receiver's slon log says why the copy does not finish")
+    # Read on the provider: its ENABLE_SUBSCRIPTION for (set 1, receiver 3), then the
+    # transactions below that event's xmax.
+    event = [f for f in cluster.fetches if "ENABLE_SUBSCRIPTION" in f[1]]
+    assert [(f[0], f[2]) for f in event] == [(1, (1, 1, "1", "3"))]
+    assert [(f[0], f[2]) for f in cluster.fetches if "txid_snapshot_xip" in f[1]] == [(1, (1234,))]
 
 
 def test_the_completion_step_waits_with_the_run_timeout_until_the_copy_is_there():
