@@ -194,6 +194,12 @@ select nl_backendpid from {ns}.sl_nodelock
 _MAX_SEQNO = "select max(ev_seqno) from {ns}.sl_event where ev_origin = %s"
 _HOLDS_EVENT = ("select exists (select 1 from {ns}.sl_event where ev_origin = %s "
                 "and ev_seqno >= %s)")
+# Whether the node connected to has confirmed an event itself (before the confirmation
+# travels to the others).
+_OWN_CONFIRMED = """
+select coalesce(max(con_seqno), 0) >= %s from {ns}.sl_confirm
+ where con_origin = %s and con_received = {ns}.getLocalNodeId(%s)
+"""
 
 # The sets a node (the one connected to) receives, from its own catalog.
 _OWN_SUBSCRIPTIONS = "select sub_set from {ns}.sl_subscribe where sub_receiver = %s order by 1"
@@ -491,21 +497,26 @@ class FailoverRun:
                       if n.active and not n.failed and n.id not in gone)
 
     def stuck_kicker(self, cluster, clock):
-        """``on_behind`` of the FAILOVER_NODE wait: a survivor of :class:`FinalRestarts`
-        that, asked itself, does not hold the failed node's event ``seqno`` yet loops in
-        slon's "FAILOVER_NODE waiting for event" (10 s a turn) once it met FAILOVER_NODE;
-        after :data:`slonwake.STUCK_AFTER` seconds its worker is restarted, and reads again
-        where it gets the failed node's events from."""
+        """``on_behind`` of the FAILOVER_NODE wait. slon's worker checks for the failed
+        node's event ``seqno`` when it meets FAILOVER_NODE and, when it is not there yet,
+        retries every 10 s ("FAILOVER_NODE waiting for event"), however soon it arrives.
+        A survivor of :class:`FinalRestarts` that, asked itself, holds that event and has
+        not confirmed FAILOVER_NODE for :data:`slonwake.STUCK_AFTER` seconds has its
+        worker restarted, which then finds the event at once. A survivor still without
+        the event is left alone (it may be applying a backlog)."""
         stuck = Stuck()
-        query = sql.SQL(_HOLDS_EVENT).format(ns=cluster.ns)
+        holds = sql.SQL(_HOLDS_EVENT).format(ns=cluster.ns)
+        confirmed = sql.SQL(_OWN_CONFIRMED).format(ns=cluster.ns)
 
         def on_behind(behind):
             for node, dummy in behind:
                 if node not in self.final.nodes:
                     continue
-                if not cluster.fetch(node, query, (self.failed, self.seqno))[0][0]:
+                if cluster.fetch(node, holds, (self.failed, self.seqno))[0][0] and not \
+                        cluster.fetch(node, confirmed, (self.event.seqno, self.event.origin,
+                                                        cluster.namespace))[0][0]:
                     if stuck.seen(node, clock.now()):
-                        kick(clock, node, "FAILOVER_NODE %s before event %s of node %d" % (
+                        kick(clock, node, "FAILOVER_NODE %s after event %s of node %d" % (
                             self.event.seqno, self.seqno, self.failed))
                 else:
                     stuck.clear(node)

@@ -124,6 +124,10 @@ options:
         then ends with a wait until the slons of these surviving nodes have restarted after
         C(FAILOVER_NODE) and C(failedNode3), so that it returns when they replicate again.
         RV(slons_woken) says how often each was woken.
+      - A worker of these slons that holds the failed node's last event and has not
+        processed C(FAILOVER_NODE) for 2 seconds (slon checks for that event once, then
+        every 10 seconds) is restarted the same way slon restarts itself after an error
+        (C(SIGUSR1) to the watchdog while the worker runs).
       - Empty (the default), no signal is sent.
     type: dict
     default: {}
@@ -269,11 +273,13 @@ slonik:
   type: str
   sample: "cluster name = shop;\nfailover (id = 1, backup node = 2);\ndrop node (id = 1, event node = 2);"
 slons_woken:
-  description: The slon watchdogs of O(slon_pid_files) woken from their sleep, with how often.
+  description:
+    - The slon watchdogs of O(slon_pid_files) woken from their sleep (C(woken)), and the
+      workers restarted because they were stuck in a retry loop (C(restarted_stuck)).
   returned: always
   type: list
   elements: dict
-  sample: [{"node": 2, "woken": 3}, {"node": 3, "woken": 2}]
+  sample: [{"node": 2, "woken": 3, "restarted_stuck": 1}, {"node": 3, "woken": 2}]
 events:
   description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always

@@ -96,6 +96,10 @@ options:
         (slon's own retry signal); the waits then also wait until the slons of these nodes
         that restart after C(ACCEPT_SET) run again, so the module returns when every such
         node replicates again. RV(slons_woken) says how often each was woken.
+      - A worker of these slons that processed C(MOVE_SET) and has not processed the
+        C(ACCEPT_SET) that follows for 2 seconds (slon met C(ACCEPT_SET) first and retries
+        every 10 seconds) is restarted the same way slon restarts itself after an error
+        (C(SIGUSR1) to the watchdog while the worker runs).
       - Empty (the default), no signal is sent and the waits are as described above.
     type: dict
     default: {}
@@ -160,7 +164,9 @@ timings:
   type: dict
   sample: {"locked_seconds": 1.2, "confirmed_seconds": 0.8}
 slons_woken:
-  description: The slon watchdogs of O(slon_pid_files) woken from their sleep, with how often.
+  description:
+    - The slon watchdogs of O(slon_pid_files) woken from their sleep (C(woken)), and the
+      workers restarted because they were stuck in a retry loop (C(restarted_stuck)).
   returned: always
   type: list
   elements: dict

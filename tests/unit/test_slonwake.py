@@ -297,24 +297,42 @@ def test_final_restarts_note_the_promoted_node_again_before_failednode3():
     assert final.backends == {2: 21, 3: 30}
 
 
-def test_a_survivor_without_the_failed_nodes_event_is_restarted_while_failover_node_waits(
-        monkeypatch):
+def failover_run(monkeypatch):
     monkeypatch.setattr(failover, "read_snapshot", lambda cluster, node: failover_snapshot(node))
     run = FailoverRun(NS, 1, 2, [2, 3], [2, 3], [1], timeout=30, final=FinalRestarts([2, 3]))
     run.temporary_backup, run.event, run.seqno = 2, Event(2, 5000000080, "FAILOVER_NODE"), 105
+    return run
+
+
+def test_a_survivor_holding_the_event_but_not_past_failover_node_is_restarted(monkeypatch):
+    run = failover_run(monkeypatch)
     clock = KickClock()
-    holds = {"now": False}
 
     def lagging(node, params):
-        if clock.kicks:
-            holds["now"] = True
-        return [] if holds["now"] and clock.time > clock.kicks[0][2] + 1 else [(3, 5000000079)]
+        return [] if clock.kicks else [(3, 5000000079)]  # the restarted worker confirms
 
     cluster = Scripted([
+        (">= %s from", lambda node, params: [(False,)]),     # not confirmed by node 3 itself
         ("sl_confirm", lagging),
         ("sl_subscribe", lambda node, params: [(1,)]),
-        ("exists (select 1 from", lambda node, params: [(holds["now"],)]),
+        ("exists (select 1 from", lambda node, params: [(True,)]),   # holds event 105
     ])
     run.wait_failover_confirmed(cluster, clock)
     assert [k[0] for k in clock.kicks] == [3]
-    assert "FAILOVER_NODE 5000000080 before event 105 of node 1" == clock.kicks[0][1]
+    assert clock.kicks[0][1] == "FAILOVER_NODE 5000000080 after event 105 of node 1"
+    assert clock.kicks[0][2] - 1000.0 >= 2.0
+
+
+def test_a_survivor_without_the_event_or_that_confirmed_itself_is_left_alone(monkeypatch):
+    for holds, own in ((False, False), (True, True)):
+        run = failover_run(monkeypatch)
+        clock = KickClock()
+        polls = iter([[(3, 5000000079)]] * 40 + [[]])
+        cluster = Scripted([
+            (">= %s from", lambda node, params, own=own: [(own,)]),
+            ("sl_confirm", lambda node, params: next(polls)),
+            ("sl_subscribe", lambda node, params: [(1,)]),
+            ("exists (select 1 from", lambda node, params, holds=holds: [(holds,)]),
+        ])
+        run.wait_failover_confirmed(cluster, clock)
+        assert clock.kicks == []
