@@ -489,6 +489,7 @@ class CoreTool:
                  clock=WakingClock(waker) if waker else None)
         if waker is not None and phases is not None:
             phases["woken"] = len(waker.woken)
+            phases["restarted_stuck"] = len(waker.kicked)
 
     def failover(self, db, failed, backup, fleet=None, phases=None):
         from ansible_collections.dany.slony.plugins.module_utils.failover import plan_failover
@@ -501,6 +502,7 @@ class CoreTool:
                  clock=WakingClock(waker) if waker else None)
         if waker is not None and phases is not None:
             phases["woken"] = len(waker.woken)
+            phases["restarted_stuck"] = len(waker.kicked)
 
 
 # --------------------------------------------------------------------------------------
