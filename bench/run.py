@@ -483,10 +483,18 @@ class CoreTool:
             plan_switchover)
         from ansible_collections.dany.slony.plugins.module_utils.slonwake import WakingClock
         waker = self.waker(fleet) if fleet is not None else None
-        self.run(db, lambda cl: plan_switchover(cl, new, set_id=1,
-                                                timeout=self.ctx.wait_timeout,
-                                                wake_nodes=waker.nodes if waker else ()),
-                 clock=WakingClock(waker) if waker else None)
+        planned = []
+
+        def planner(cl):
+            planned.append(plan_switchover(cl, new, set_id=1, timeout=self.ctx.wait_timeout,
+                                           wake_nodes=waker.nodes if waker else ()))
+            return planned[-1]
+        self.run(db, planner, clock=WakingClock(waker) if waker else None)
+        if phases is not None:
+            # the module's own timings: LOCK SET .. MOVE SET, MOVE SET .. confirmed
+            for key, value in planned[-1].extra["timings"].items():
+                if value is not None:
+                    phases[key.replace("_seconds", "")] = value
         if waker is not None and phases is not None:
             phases["woken"] = len(waker.woken)
             phases["restarted_stuck"] = len(waker.kicked)
