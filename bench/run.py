@@ -261,6 +261,9 @@ def wait_set_state(db, origin, tables, timeout, nodes=NODES):
 
 
 _PROBE_IDS = iter(range(10 ** 6, 10 ** 9))
+# Rows committed on the origin just before each switchover / failover and checked on every
+# surviving node afterwards (no committed write lost).
+WRITES = 20
 
 
 def wait_replicating(db, origin, timeout, nodes=NODES):
@@ -272,6 +275,32 @@ def wait_replicating(db, origin, timeout, nodes=NODES):
     poll(lambda: all(db.scalar(n, "select count(*) from bench.t0001 where id = %s", (probe,))
                      for n in others),
          timeout, "a row written on node %d reaching nodes %s" % (origin, others))
+
+
+def write_rows(db, origin, rows=WRITES):
+    """Commit ``rows`` rows, one transaction each, on ``origin``; return their ids."""
+    ids = [next(_PROBE_IDS) for dummy in range(rows)]
+    for row in ids:
+        db.query(origin, "insert into bench.t0001 (id, v) values (%s, 'acknowledged')", (row,))
+    return ids
+
+
+def missing_rows(db, ids, nodes):
+    """{node: how many of ``ids`` it does not hold} for the nodes missing some."""
+    missing = {}
+    for node in nodes:
+        held = db.scalar(node, "select count(*) from bench.t0001 where id = any(%s)", (ids,))
+        if held != len(ids):
+            missing[node] = len(ids) - held
+    return missing
+
+
+def check_no_loss(db, ids, nodes, what):
+    """Every acknowledged write is on every surviving node after the operation."""
+    missing = missing_rows(db, ids, nodes)
+    if missing:
+        raise RuntimeError("%s lost committed writes: %s" % (what, ", ".join(
+            "node %d misses %d of %d" % (n, c, len(ids)) for n, c in sorted(missing.items()))))
 
 
 # --------------------------------------------------------------------------------------
@@ -376,12 +405,21 @@ class CoreTool:
     def __init__(self, ctx):
         self.ctx = ctx
 
-    def run(self, db, planner, wait=True):
+    def run(self, db, planner, wait=True, clock=None):
         """One module-equivalent call: its own Cluster, plan, execute. Returns the plan."""
         with Cluster(CLUSTER, db.admin_conninfo) as cluster:
             plan = planner(cluster)[0]
-            execute_plan(cluster, plan, wait_enabled=wait, timeout=self.ctx.wait_timeout)
+            execute_plan(cluster, plan, wait_enabled=wait, timeout=self.ctx.wait_timeout,
+                         clock=clock)
         return plan
+
+    def waker(self, fleet):
+        """The modules' ``slon_pid_files``: the pid files of the fleet's slons (None
+        with --no-wake)."""
+        if self.ctx.args.no_wake:
+            return None
+        from ansible_collections.dany.slony.plugins.module_utils.slonwake import SlonWaker
+        return SlonWaker({n: str(fleet.daemon(n).pid_path) for n in NODES})
 
     def steps(self, db, fleet, phases=None, counts=None, noop=False):
         """The bring-up as module calls; returns the number of plans that changed."""
@@ -440,17 +478,39 @@ class CoreTool:
         wait_replicas(db, "n", LIVE_ADD_TABLES, 0, self.ctx.wait_timeout)
         phases["copy wait"] = now() - t
 
-    def switchover(self, db, old, new):
+    def switchover(self, db, old, new, fleet=None, phases=None):
         from ansible_collections.dany.slony.plugins.module_utils.switchover import (
             plan_switchover)
-        self.run(db, lambda cl: plan_switchover(cl, new, set_id=1,
-                                                timeout=self.ctx.wait_timeout))
+        from ansible_collections.dany.slony.plugins.module_utils.slonwake import WakingClock
+        waker = self.waker(fleet) if fleet is not None else None
+        planned = []
 
-    def failover(self, db, failed, backup):
+        def planner(cl):
+            planned.append(plan_switchover(cl, new, set_id=1, timeout=self.ctx.wait_timeout,
+                                           wake_nodes=waker.nodes if waker else ()))
+            return planned[-1]
+        self.run(db, planner, clock=WakingClock(waker) if waker else None)
+        if phases is not None:
+            # the module's own timings: LOCK SET .. MOVE SET, MOVE SET .. confirmed
+            for key, value in planned[-1].extra["timings"].items():
+                if value is not None:
+                    phases[key.replace("_seconds", "")] = value
+        if waker is not None and phases is not None:
+            phases["woken"] = len(waker.woken)
+            phases["restarted_stuck"] = len(waker.kicked)
+
+    def failover(self, db, failed, backup, fleet=None, phases=None):
         from ansible_collections.dany.slony.plugins.module_utils.failover import plan_failover
+        from ansible_collections.dany.slony.plugins.module_utils.slonwake import WakingClock
         timeout = self.ctx.wait_timeout
+        waker = self.waker(fleet) if fleet is not None else None
         self.run(db, lambda cl: plan_failover(cl, failed, backup, timeout=timeout,
-                                              slon_wait=timeout))
+                                              slon_wait=timeout,
+                                              wake_nodes=waker.nodes if waker else ()),
+                 clock=WakingClock(waker) if waker else None)
+        if waker is not None and phases is not None:
+            phases["woken"] = len(waker.woken)
+            phases["restarted_stuck"] = len(waker.kicked)
 
 
 # --------------------------------------------------------------------------------------
@@ -609,26 +669,40 @@ def one_run(ctx, tool_name, tables, rep):
         if "switchover" in scenarios and ctx.switchover_ok:
             for old, new, label in ((1, 2, "switchover"), (2, 1, "switchback")):
                 phases = {}
+                acknowledged = write_rows(db, old)
                 t = now()
-                tool.switchover(db, old, new)
+                if tool_name == "core":
+                    tool.switchover(db, old, new, fleet, phases)
+                else:
+                    tool.switchover(db, old, new)
                 phases["tool"] = now() - t
                 wait_set_state(db, new, expected_tables, ctx.wait_timeout)
                 phases["moved"] = now() - t
                 wait_replicating(db, new, ctx.wait_timeout)
                 ctx.record(label, tool_name, tables, rep, now() - t, phases)
+                check_no_loss(db, acknowledged, NODES, label)
 
         # 5. failover after the origin died
         if "failover" in scenarios and ctx.failover_ok:
+            # Acknowledged = committed on node 1 and replicated to the backup, node 2,
+            # before node 1 dies; node 3 must hold them after the failover too.
+            acknowledged = write_rows(db, 1)
+            poll(lambda: not missing_rows(db, acknowledged, (2,)), ctx.wait_timeout,
+                 "the acknowledged rows on node 2")
             lab.stop_server(1, mode="immediate")
             fleet.kill(1)
             phases = {}
             t = now()
-            tool.failover(db, 1, 2)
+            if tool_name == "core":
+                tool.failover(db, 1, 2, fleet, phases)
+            else:
+                tool.failover(db, 1, 2)
             phases["tool"] = now() - t
             wait_set_state(db, 2, expected_tables, ctx.wait_timeout, nodes=(2, 3))
             phases["moved"] = now() - t
             wait_replicating(db, 2, ctx.wait_timeout, nodes=(2, 3))
             ctx.record("failover", tool_name, tables, rep, now() - t, phases)
+            check_no_loss(db, acknowledged, (2, 3), "failover")
     finally:
         fleet.kill_all()
         lab.ensure_servers_running()
@@ -782,6 +856,8 @@ def parse_args(argv=None):
                         default=int(os.environ.get("SLONY_LAB_PORT_BASE") or 55900))
     parser.add_argument("--lab-dir", default=os.environ.get("SLONY_LAB_DIR") or "/var/tmp/lab-bench")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running")
+    parser.add_argument("--no-wake", action="store_true",
+                        help="core: no slon_pid_files (slon's watchdog is not woken)")
     parser.add_argument("--wait-timeout", type=int, default=900)
     parser.add_argument("--slon-defaults", action="store_true",
                         help="slon's default -s 2000 -t 10000 instead of -s 100 -t 250")

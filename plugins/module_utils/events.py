@@ -126,13 +126,15 @@ def lagging_nodes(cluster, event, confirmers=None, wait_on=None):
 
 
 def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wait_on=None,
-                   clock=None):
+                   clock=None, on_behind=None):
     """Wait until ``event`` is confirmed by ``confirmers`` (default: every active node).
 
     Like slonik's WAIT FOR EVENT, but the poll is a LEFT JOIN (a node with no
     confirmation at all is behind, not done), it polls through the waiter
     (:func:`waits.poll_until`), and it gives up after ``timeout`` seconds with an
     error naming each node that is behind and the state of its slon daemon.
+    ``on_behind([(node, confirmed seqno)])`` is called after each poll that finds nodes
+    behind (a caller asks those nodes themselves what holds them up).
     """
     waiting = event.origin if wait_on is None else wait_on
 
@@ -140,6 +142,8 @@ def wait_for_event(cluster, event, confirmers=None, timeout=DEFAULT_TIMEOUT, wai
         behind = lagging_nodes(cluster, event, confirmers, wait_on)
         if not behind:
             return event
+        if on_behind is not None:
+            on_behind(behind)
         return Pending([Behind(node, "confirmed up to %s" % (seqno or "nothing"))
                         for node, seqno in behind])
 

@@ -53,7 +53,8 @@ from .errors import SlonyError
 from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK, Behind, Pending, poll_until, timeout_error
 from .events import Event, submit_event, wait_for_event
 from .plan import CALLBACK, WAIT, Plan, Planned, Step, execute_plan, function_call
-from .setmove import SetHandover, wait_for_slons
+from .slonwake import Stuck, can_kick, kick
+from .setmove import SetHandover, slon_backends, wait_for_new_slons, wait_for_slons
 
 # -- pure logic (unit tested) ---------------------------------------------------------
 
@@ -191,6 +192,14 @@ select nl_backendpid from {ns}.sl_nodelock
 """
 
 _MAX_SEQNO = "select max(ev_seqno) from {ns}.sl_event where ev_origin = %s"
+_HOLDS_EVENT = ("select exists (select 1 from {ns}.sl_event where ev_origin = %s "
+                "and ev_seqno >= %s)")
+# Whether the node connected to has confirmed an event itself (before the confirmation
+# travels to the others).
+_OWN_CONFIRMED = """
+select coalesce(max(con_seqno), 0) >= %s from {ns}.sl_confirm
+ where con_origin = %s and con_received = {ns}.getLocalNodeId(%s)
+"""
 
 # The sets a node (the one connected to) receives, from its own catalog.
 _OWN_SUBSCRIPTIONS = "select sub_set from {ns}.sl_subscribe where sub_receiver = %s order by 1"
@@ -319,6 +328,49 @@ class SlonRestarts:
         self.waited = True
 
 
+class FinalRestarts:
+    """The last restarts of the slons the run can wake (``slon_pid_files``): every
+    survivor's slon restarts when it processes FAILOVER_NODE (failedNode), the promoted
+    node's after failedNode2 and again after failedNode3. Their backends are noted before
+    the first failedNode2 (and the promoted node's again before failedNode3); the run ends
+    with a wait until each has registered anew, so that it returns when every survivor
+    replicates again instead of leaving slon's watchdog asleep for 20 s."""
+
+    def __init__(self, nodes=()):
+        self.nodes = sorted(nodes)
+        self.backends = {}
+
+    def note_first(self, cluster):
+        if not self.nodes:
+            return
+        for node, backend in slon_backends(cluster, self.nodes).items():
+            self.backends.setdefault(node, backend)
+
+    def note_again(self, cluster, node):
+        if node in self.nodes:
+            backend = slon_backends(cluster, [node])[node]
+            if backend is not None:
+                self.backends[node] = backend
+
+    def wait(self, cluster, timeout, clock=SYSTEM_CLOCK):
+        wait_for_new_slons(
+            cluster, self.backends, timeout,
+            "the slons of the surviving nodes to run again after the failover", clock=clock,
+            note="slon's watchdog restarts the worker 20 s after the restart request, "
+                 "earlier when woken (slon_pid_files)")
+
+
+def final_restarts_step(final):
+    """The WAIT for :class:`FinalRestarts` (last step before DROP NODE)."""
+    def run(cluster, step, ctx):
+        del step
+        final.wait(cluster, ctx.timeout, ctx.clock)
+    return Step(WAIT, final.nodes[0],
+                "wait until the slons of node(s) %s, which restart after FAILOVER_NODE and "
+                "failedNode3, run again (woken from the watchdog's sleep)" % _ids(final.nodes),
+                run=run)
+
+
 def pre_failover_step(ns, node, calls, restarts, timeout=DEFAULT_TIMEOUT, slonik=None):
     """preFailover(F, is_candidate) for every ``(F, is_candidate)`` of ``calls`` on
     ``node``, in one transaction under ``sl_config_lock`` (the slon's backend is read
@@ -369,7 +421,7 @@ class FailoverRun:
 
     def __init__(self, ns, failed, backup, survivors, candidates, sets_to_move,
                  timeout=DEFAULT_TIMEOUT, wait_enabled=True, report=None, failed_list=None,
-                 restarts=None, receivers=None, dropped=None, warnings=None):
+                 restarts=None, receivers=None, dropped=None, warnings=None, final=None):
         self.ns = ns
         self.failed = failed
         self.backup = backup
@@ -381,6 +433,7 @@ class FailoverRun:
         self.report = report if report is not None else {}
         self.failed_list = list(failed_list or [failed])
         self.restarts = restarts or SlonRestarts(survivors, self.failed_list, timeout)
+        self.final = final or FinalRestarts()
         self.temporary_backup = None
         self.seqno = None
         self.event = None
@@ -427,6 +480,7 @@ class FailoverRun:
         self.seqno = seqno
         self.report["temporary_backup"] = target
         args = (self.failed, target, seqno, list(self.failed_list))
+        self.final.note_first(cluster)
         events = submit_event(cluster, target, function_call(cluster.ns, "failedNode2", args), args)
         failover = [e for e in events if e.type == "FAILOVER_NODE"]
         if not failover:
@@ -442,11 +496,39 @@ class FailoverRun:
         return sorted(n.id for n in snap.nodes.values()
                       if n.active and not n.failed and n.id not in gone)
 
+    def stuck_kicker(self, cluster, clock):
+        """``on_behind`` of the FAILOVER_NODE wait. slon's worker checks for the failed
+        node's event ``seqno`` when it meets FAILOVER_NODE and, when it is not there yet,
+        retries every 10 s ("FAILOVER_NODE waiting for event"), however soon it arrives.
+        A survivor of :class:`FinalRestarts` that, asked itself, holds that event and has
+        not confirmed FAILOVER_NODE for :data:`slonwake.STUCK_AFTER` seconds has its
+        worker restarted, which then finds the event at once. A survivor still without
+        the event is left alone (it may be applying a backlog)."""
+        stuck = Stuck()
+        holds = sql.SQL(_HOLDS_EVENT).format(ns=cluster.ns)
+        confirmed = sql.SQL(_OWN_CONFIRMED).format(ns=cluster.ns)
+
+        def on_behind(behind):
+            for node, dummy in behind:
+                if node not in self.final.nodes:
+                    continue
+                if cluster.fetch(node, holds, (self.failed, self.seqno))[0][0] and not \
+                        cluster.fetch(node, confirmed, (self.event.seqno, self.event.origin,
+                                                        cluster.namespace))[0][0]:
+                    if stuck.seen(node, clock.now()):
+                        kick(clock, node, "FAILOVER_NODE %s after event %s of node %d" % (
+                            self.event.seqno, self.seqno, self.failed))
+                else:
+                    stuck.clear(node)
+        return on_behind
+
     def wait_failover_confirmed(self, cluster, clock=SYSTEM_CLOCK):
         target = self.temporary_backup
+        on_behind = self.stuck_kicker(cluster, clock) if can_kick(clock) else None
         try:
             wait_for_event(cluster, self.event, self.confirmers(cluster, target),
-                           timeout=self.timeout, wait_on=target, clock=clock)
+                           timeout=self.timeout, wait_on=target, clock=clock,
+                           on_behind=on_behind)
         except SlonyError as exc:
             raise SlonyError(
                 "%s. A node confirms FAILOVER_NODE once its slon has applied node %d's "
@@ -480,6 +562,7 @@ class FailoverRun:
         self.wait_for_restarts(cluster, ctx.clock)
         self.wait_failover_confirmed(cluster, ctx.clock)
         target = self.temporary_backup
+        self.final.note_again(cluster, target)
         query = function_call(cluster.ns, "failedNode3", (self.failed, target, self.seqno))
         return submit_event(cluster, target, query, (self.failed, target, self.seqno))
 
@@ -1019,14 +1102,17 @@ def _pair_report(read):
 
 
 def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
-                     wait_enabled=True, slon_wait=0):
+                     wait_enabled=True, slon_wait=0, wake_nodes=(), slons_woken=None):
     """The Planned failover of every failed node of ``data`` (a :class:`FailoversRead`),
-    decided from that data alone. ``before``/``after``: ``{"nodes": [per failed node]}``;
+    decided from that data alone. ``wake_nodes``: the nodes whose slon the run can wake
+    (``slon_pid_files``); the surviving ones are waited for at the end (:class:`FinalRestarts`);
+    ``slons_woken``, the list their waker fills, is ``extra['slons_woken']``. ``before``/``after``: ``{"nodes": [per failed node]}``;
     ``extra``: ``surviving_nodes`` and ``failed_nodes`` (per failed node: its candidates,
     the node promoted first, what probing it found, the events each survivor holds)."""
     reports = [_pair_report(p) for p in data.pairs]
     extra = {"surviving_nodes": list(data.survivors), "failed_nodes": reports,
-             "dropped_subscriptions": [], "warnings": []}
+             "dropped_subscriptions": [], "warnings": [],
+             "slons_woken": [] if slons_woken is None else slons_woken}
     befores, afters, sets_of = [], [], {}
     for read in data.pairs:
         failed, backup = read.failed, read.backup
@@ -1056,6 +1142,8 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
         plan.add(slons)
     failed_list = data.failed_list
     restarts = SlonRestarts(data.survivors, failed_list, timeout)
+    fresh = [read for read, report in pending if read.promotion is None]
+    final = FinalRestarts(sorted(set(wake_nodes) & set(data.survivors)) if fresh else ())
     runs, expected = [], {}
     for read, report in pending:
         runs.append(FailoverRun(ns, read.failed, read.backup, data.survivors, read.candidates,
@@ -1063,11 +1151,10 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
                                 report=report, failed_list=failed_list, restarts=restarts,
                                 receivers=receivers_of(data.snaps, sets_of[read.failed]),
                                 dropped=extra["dropped_subscriptions"],
-                                warnings=extra["warnings"]))
+                                warnings=extra["warnings"], final=final))
         if read.promotion is None:
             expected[read.failed] = _check_promotion(read, sets_of[read.failed])
     slonik = failover_slonik([(p.failed, p.backup) for p in data.pairs])
-    fresh = [read for read, report in pending if read.promotion is None]
     if fresh:
         # preFailover of every failed node still to promote, on every surviving node.
         plan.extend(pre_failover_step(ns, node, [(r.failed, node in r.candidates) for r in fresh],
@@ -1079,6 +1166,8 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
             plan.extend(_promotion_steps(read, run, *expected[read.failed]))
     for (read, report), run in zip(pending, runs):
         plan.extend(_move_step(read, run))
+    if final.nodes:
+        plan.add(final_restarts_step(final))
     if drop_failed:
         plan.add(_drop_step(data, ns, wait_enabled, timeout))
     changing = plan.changes()
@@ -1090,12 +1179,13 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
 
 
 def decide_failover(data, ns, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
-                    wait_enabled=True, slon_wait=0):
+                    wait_enabled=True, slon_wait=0, wake_nodes=(), slons_woken=None):
     """:func:`decide_failovers` for one failed node (``data``: its :class:`FailoverRead`),
     with the single-node ``before``/``after`` and ``extra`` of the original form."""
     planned = decide_failovers(FailoversRead.of_one(data), ns, force=force,
                                drop_failed=drop_failed, timeout=timeout,
-                               wait_enabled=wait_enabled, slon_wait=slon_wait)
+                               wait_enabled=wait_enabled, slon_wait=slon_wait,
+                               wake_nodes=wake_nodes, slons_woken=slons_woken)
     return single_form(planned)
 
 
@@ -1105,13 +1195,15 @@ def single_form(planned):
     report["surviving_nodes"] = planned.extra["surviving_nodes"]
     report["dropped_subscriptions"] = planned.extra["dropped_subscriptions"]
     report["warnings"] = planned.extra["warnings"]
+    report["slons_woken"] = planned.extra["slons_woken"]
     report.pop("failed_node", None)
     report.pop("backup_node", None)
     return Planned(planned.plan, planned.before["nodes"][0], planned.after["nodes"][0], report)
 
 
 def plan_failovers(cluster, pairs, force=False, drop_failed=False, timeout=DEFAULT_TIMEOUT,
-                   wait_enabled=True, slon_wait=0, probe=probe_failed_node):
+                   wait_enabled=True, slon_wait=0, probe=probe_failed_node, wake_nodes=(),
+                   slons_woken=None):
     """Plan the failover of every ``(failed, backup)`` of ``pairs`` in ONE failover:
     read, then decide. A Planned (see :func:`decide_failovers`).
 
@@ -1122,19 +1214,21 @@ def plan_failovers(cluster, pairs, force=False, drop_failed=False, timeout=DEFAU
     """
     data = read_failovers(cluster, pairs, drop_failed=drop_failed, probe=probe)
     return decide_failovers(data, cluster.ns, force=force, drop_failed=drop_failed,
-                            timeout=timeout, wait_enabled=wait_enabled, slon_wait=slon_wait)
+                            timeout=timeout, wait_enabled=wait_enabled, slon_wait=slon_wait,
+                            wake_nodes=wake_nodes, slons_woken=slons_woken)
 
 
 def plan_failover(cluster, failed, backup, force=False, drop_failed=False,
                   timeout=DEFAULT_TIMEOUT, wait_enabled=True, slon_wait=0,
-                  probe=probe_failed_node):
+                  probe=probe_failed_node, wake_nodes=(), slons_woken=None):
     """:func:`plan_failovers` for one failed node, in the single-node result shape."""
     if failed == backup:
         raise SlonyError("failed_node and backup_node are both node %d" % failed, node=failed)
     return single_form(plan_failovers(cluster, [(failed, backup)], force=force,
                                       drop_failed=drop_failed, timeout=timeout,
                                       wait_enabled=wait_enabled, slon_wait=slon_wait,
-                                      probe=probe))
+                                      probe=probe, wake_nodes=wake_nodes,
+                                      slons_woken=slons_woken))
 
 
 __all__ = ["plan_failover", "plan_failovers", "read_failover", "read_failovers",

@@ -156,6 +156,51 @@ def wait_for_slons(cluster, nodes, timeout, refusal, clock=None):
                       first=SLON_POLL)
 
 
+_SLON_BACKEND = """
+select nl_backendpid from {ns}.sl_nodelock
+ where nl_nodeid = {ns}.getLocalNodeId(%s)
+   and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid)
+"""
+
+_SLON_REGISTERED_AGAIN = """
+select nl_backendpid from {ns}.sl_nodelock
+ where nl_nodeid = {ns}.getLocalNodeId(%s) and nl_backendpid <> %s
+   and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid)
+"""
+
+
+def slon_backends(cluster, nodes):
+    """{node: the backend of its running slon (None when none runs)}, each read on the node."""
+    query = sql.SQL(_SLON_BACKEND).format(ns=cluster.ns)
+    found = {}
+    for node in sorted(nodes):
+        rows = cluster.fetch(node, query, (cluster.namespace,))
+        found[node] = rows[0][0] if rows else None
+    return found
+
+
+def wait_for_new_slons(cluster, backends, timeout, goal, clock=None, note=None):
+    """Wait until the slon of every node of ``backends`` ({node: backend before}) runs
+    with another backend than the one noted: it restarted its worker since. Nodes noted
+    with no backend (no slon ran) are not waited for."""
+    pending = dict((n, b) for n, b in backends.items() if b is not None)
+    if not pending:
+        return
+    query = sql.SQL(_SLON_REGISTERED_AGAIN).format(ns=cluster.ns)
+
+    def probe():
+        for node in sorted(pending):
+            if cluster.fetch(node, query, (cluster.namespace, pending[node])):
+                del pending[node]
+        if not pending:
+            return True
+        return Pending([Behind(n, "its slon has not registered again since backend %d" % b)
+                        for n, b in sorted(pending.items())], note=note)
+
+    poll_until(probe, timeout, lambda p: timeout_error(cluster, goal, timeout, p),
+               clock=clock)
+
+
 class SetHandover:
     """LOCK SET -> wait for the older transactions -> MOVE SET, for sets of one origin.
 

@@ -113,12 +113,14 @@ class SlonyModule:
         extra.setdefault("changed", changed)
         self.module.fail_json(msg=self.redactor.text(message), queries=queries, **extra)
 
-    def run(self, planner, lock=True):
+    def run(self, planner, lock=True, clock=None):
         """Plan with ``planner(cluster)`` -> (plan, before, after, extra), then apply.
 
         In check mode the plan is rendered, not run. ``before``/``after`` describe
         the objects the module manages; ``after`` is what the plan leads to.
         ``lock=False`` for read-only modules, which must not queue behind a change.
+        ``clock`` is the :class:`waits.Clock` of every wait (a
+        :class:`slonwake.WakingClock` wakes sleeping slons between polls).
         """
         try:
             if lock and not self.check_mode:
@@ -138,7 +140,7 @@ class SlonyModule:
             else:
                 events = execute_plan(self.cluster, plan, wait_enabled=self.params["wait"],
                                       timeout=self.params["wait_timeout"],
-                                      share_dir=self.params["share_dir"])
+                                      share_dir=self.params["share_dir"], clock=clock)
                 queries = list(self.cluster.queries)
         except SlonyError as exc:
             self.fail(exc)

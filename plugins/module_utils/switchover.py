@@ -62,7 +62,9 @@ from .cluster import NODE_INITIALIZED
 from .errors import SlonyError
 from .events import Event, event_dict, wait_for_event
 from .plan import CALLBACK, WAIT, Plan, Planned, Step, function_call
-from .setmove import SetHandover, plural, wait_for_slons
+from .setmove import (SetHandover, plural, slon_backends, wait_for_new_slons,
+                      wait_for_slons)
+from .slonwake import Stuck, can_kick, kick
 from .waits import SYSTEM_CLOCK, Behind, Pending, poll_until, timeout_error
 
 DEFAULT_MAX_LAG_EVENTS = 100
@@ -500,12 +502,15 @@ class Switchover:
     knows what to wait for. ``report`` is returned to the user (filled while running).
     """
 
-    def __init__(self, ns, old, to_node, moves, timeout):
+    def __init__(self, ns, old, to_node, moves, timeout, restarting=()):
         self.ns = ns
         self.old = old
         self.to_node = to_node
         self.moves = list(moves)
         self.timeout = timeout
+        # the nodes whose slon restarts after ACCEPT_SET and is waited for (and woken)
+        self.restarting = sorted(n for n in restarting if n not in (old, to_node))
+        self.backends = {}
         # inherited locks (set id -> xmax) are known from the start
         self.handover = SetHandover(old, to_node, locks=dict(
             (m.set_id, m.locked) for m in self.moves if m.locked is not None))
@@ -548,10 +553,18 @@ class Switchover:
                 query=function_call(ns, "moveSet", (move.set_id, to_node)),
                 params=(move.set_id, to_node), function="moveSet",
                 args=(move.set_id, to_node), run=self._move_runner(move.set_id)))
-        steps.append(Step(
-            WAIT, old, "wait until every node has confirmed MOVE_SET, node %d's catalog shows "
-                       "it as the origin, and every node has confirmed its ACCEPT_SET" % to_node,
-            slonik=slonik_wait(old, self.timeout), run=self._wait_moved))
+        description = ("wait until every node has confirmed MOVE_SET, node %d's catalog shows "
+                       "it as the origin, and every node has confirmed its ACCEPT_SET" % to_node)
+        if self.restarting:
+            description += ("; then until the slon%s of node%s %s, which restart%s after "
+                            "ACCEPT_SET, run%s again (woken from the watchdog's sleep)" % (
+                                plural(self.restarting, "", "s"),
+                                plural(self.restarting, "", "s"),
+                                ", ".join(map(str, self.restarting)),
+                                plural(self.restarting, "s", ""),
+                                plural(self.restarting, "s", "")))
+        steps.append(Step(WAIT, old, description, slonik=slonik_wait(old, self.timeout),
+                          run=self._wait_moved))
         return steps
 
     def _lock_runner(self, set_id):
@@ -589,7 +602,10 @@ class Switchover:
         self.handover.wait_transactions(cluster, self.timeout, clock)
 
     def move(self, cluster, set_id, clock=SYSTEM_CLOCK):
-        """MOVE SET: moveSet under sl_event_lock and sl_config_lock; returns its events."""
+        """MOVE SET: moveSet under sl_event_lock and sl_config_lock; returns its events.
+        The backends of the slons that will restart are noted before the first move."""
+        if self.restarting and not self.moved and not self.backends:
+            self.backends = slon_backends(cluster, self.restarting)
         events = self.handover.move(cluster, set_id)
         if len(self.moved) == len(self.moves) and self._locked_at is not None:
             self.report["locked_seconds"] = round(clock.now() - self._locked_at, 3)
@@ -608,7 +624,15 @@ class Switchover:
         wait_origin(cluster, sorted(self.moved), self.to_node, timeout, clock)
         self.report["confirmed_seconds"] = round(clock.now() - started, 3)
         for set_id, event in sorted(self.moved.items()):
-            wait_accepted(cluster, event, set_id, self.to_node, timeout, clock)
+            wait_accepted(cluster, event, set_id, self.to_node, timeout, clock,
+                          restarting=self.restarting)
+        if self.backends:
+            wait_for_new_slons(
+                cluster, self.backends, timeout,
+                "the slons that restart after ACCEPT_SET to run again", clock=clock,
+                note="slon's watchdog restarts the worker 10-20 s after it exited, earlier "
+                     "when woken (slon_pid_files)")
+            self.report["restarted_seconds"] = round(clock.now() - started, 3)
 
 
 _ORIGINS = "select set_id, set_origin from {ns}.sl_set where set_id = any(%s)"
@@ -639,20 +663,65 @@ select ev_origin, ev_seqno, ev_type from {ns}.sl_event
 """
 
 
-def wait_accepted(cluster, move_event, set_id, to_node, timeout, clock=None):
+_OWN_EVENT = "select count(*) from {ns}.sl_event where ev_origin = %s and ev_seqno = %s"
+_OWN_CONFIRM = """
+select coalesce(max(con_seqno), 0) >= %s from {ns}.sl_confirm
+ where con_origin = %s and con_received = {ns}.getLocalNodeId(%s)
+"""
+
+
+def accept_before_move(cluster, node, move_event, accept):
+    """Whether ``node``, asked itself, processed MOVE_SET and has not processed the
+    ACCEPT_SET that follows it: its worker met ACCEPT_SET first and sleeps 10 s in slon's
+    retry loop ("ACCEPT_SET - MOVE_SET not received yet")... or is about to process it."""
+    moved = cluster.fetch(node, sql.SQL(_OWN_EVENT).format(ns=cluster.ns),
+                          (move_event.origin, move_event.seqno))[0][0]
+    if not moved:
+        return False
+    accepted = cluster.fetch(node, sql.SQL(_OWN_CONFIRM).format(ns=cluster.ns),
+                             (accept.seqno, accept.origin, cluster.namespace))[0][0]
+    return not accepted
+
+
+def stuck_accept_kicker(cluster, move_event, accept, nodes, clock):
+    """``on_behind`` of the ACCEPT_SET wait: a node of ``nodes`` found (by asking it) in
+    the state of :func:`accept_before_move` for :data:`slonwake.STUCK_AFTER` seconds has
+    its slon worker restarted (:func:`slonwake.kick`), which then finds MOVE_SET at once."""
+    stuck = Stuck()
+
+    def on_behind(behind):
+        for node, dummy in behind:
+            if node not in nodes:
+                continue
+            if accept_before_move(cluster, node, move_event, accept):
+                if stuck.seen(node, clock.now()):
+                    kick(clock, node, "ACCEPT_SET %s before MOVE_SET %s" % (
+                        accept.seqno, move_event.seqno))
+            else:
+                stuck.clear(node)
+    return on_behind
+
+
+def wait_accepted(cluster, move_event, set_id, to_node, timeout, clock=None, restarting=()):
     """Wait until every node has confirmed the new origin's ACCEPT_SET for ``move_event``.
 
     The new origin creates ACCEPT_SET when it processes MOVE_SET; the other nodes fix
     their sync position for the set when they process it (and their slon then restarts
     its worker, which takes about 10 s). Once it is confirmed, every node has finished
     the move. Returns the ACCEPT_SET event (None if it is gone: cleaned up, so confirmed).
+    When the run can restart the slons of ``restarting`` (``slon_pid_files``), one found
+    stuck in slon's ACCEPT_SET retry loop is restarted (:func:`stuck_accept_kicker`).
     """
     rows = cluster.fetch(to_node, sql.SQL(_ACCEPT_EVENT).format(ns=cluster.ns),
                          (to_node, str(set_id), str(move_event.seqno)))
     if not rows:
         return None
     accept = Event(*rows[0])
-    wait_for_event(cluster, accept, None, timeout=timeout, wait_on=to_node, clock=clock)
+    on_behind = None
+    if restarting and can_kick(clock):
+        on_behind = stuck_accept_kicker(cluster, move_event, accept, set(restarting), clock)
+    wait_for_event(cluster, accept, None, timeout=timeout, wait_on=to_node, clock=clock,
+                   on_behind=on_behind)
     return accept
 
 
@@ -689,8 +758,9 @@ def set_views(moves, after=False):
     return views
 
 
-def build_plan(ns, moves, timeout, admin_nodes):
-    """Plan from located sets (pure): (plan, Switchover or None)."""
+def build_plan(ns, moves, timeout, admin_nodes, restarting=()):
+    """Plan from located sets (pure): (plan, Switchover or None). ``restarting``: the
+    nodes whose slon the run waits for after ACCEPT_SET (those it can wake)."""
     plan = Plan()
     for move in moves:
         if move.action == IN_FLIGHT or (move.action == DONE and move.event is not None):
@@ -701,17 +771,36 @@ def build_plan(ns, moves, timeout, admin_nodes):
         olds = sorted(set(m.old_origin for m in to_move))
         if len(olds) > 1:  # only possible with set_id, i.e. one set
             raise SlonyError("internal error: sets from several origins %s" % olds)
-        runner = Switchover(ns, olds[0], to_move[0].new_origin, to_move, timeout)
+        runner = Switchover(ns, olds[0], to_move[0].new_origin, to_move, timeout,
+                            restarting)
         plan.extend(runner.plan())
     return plan, runner
 
 
+def restarting_nodes(data, wake_nodes):
+    """The nodes whose slon restarts after ACCEPT_SET and that the run can wake (pure):
+    the active nodes of the old origin's catalog, in admin_conninfo, among ``wake_nodes``
+    (the nodes of ``slon_pid_files``), but the old and the new origin."""
+    if not wake_nodes or data.preflight is None:
+        return []
+    osnap = data.preflight.snapshots.get(data.preflight.old)
+    if not hasattr(osnap, "nodes"):
+        return []
+    active = set(n.id for n in osnap.nodes.values() if n.active)
+    return sorted(n for n in set(wake_nodes) & active & set(data.admin_nodes)
+                  if n not in (data.preflight.old, data.to_node))
+
+
 def decide_switchover(data, ns, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
-                      max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300, slon_grace=None):
+                      max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300, slon_grace=None,
+                      wake_nodes=(), slons_woken=None):
     """The Planned switchover, decided from ``data`` (a :class:`SwitchoverRead`) alone.
 
     ``slon_grace`` (default: ``min(SLON_GRACE, timeout)``) is how long the plan's first
-    step waits for a stopped slon when that is the only problem.
+    step waits for a stopped slon when that is the only problem. ``wake_nodes``: the
+    nodes whose slon the run can wake (``slon_pid_files``); the final wait then also
+    waits until those that restart after ACCEPT_SET run again. ``slons_woken`` (a list the
+    waker fills while the plan runs) is returned as ``extra['slons_woken']``.
     """
     moves = locate_moves(data)
     to_move = [m for m in moves if m.action in (MOVE, RESUME)]
@@ -722,7 +811,8 @@ def decide_switchover(data, ns, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
                              % to_move[0].old_origin)
         down = check_preflight(data.preflight, data.to_node, to_move, data.admin_nodes,
                                max_lag_events, max_lag_seconds)
-    plan, runner = build_plan(ns, moves, timeout, data.admin_nodes)
+    plan, runner = build_plan(ns, moves, timeout, data.admin_nodes,
+                              restarting_nodes(data, wake_nodes) if to_move else ())
     slon_wait = None
     if down:
         grace = min(SLON_GRACE, timeout) if slon_grace is None else slon_grace
@@ -736,6 +826,7 @@ def decide_switchover(data, ns, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
                  for m in moves],
         "timings": runner.report if runner is not None else {},
         "slon_wait": slon_wait,
+        "slons_woken": [] if slons_woken is None else slons_woken,
     }
     return Planned(plan, {"sets": set_views(moves)}, {"sets": set_views(moves, after=True)},
                    extra)
@@ -743,16 +834,18 @@ def decide_switchover(data, ns, max_lag_events=DEFAULT_MAX_LAG_EVENTS,
 
 def plan_switchover(cluster, to_node, set_id=None, from_node=None,
                     max_lag_events=DEFAULT_MAX_LAG_EVENTS,
-                    max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300):
+                    max_lag_seconds=DEFAULT_MAX_LAG_SECONDS, timeout=300, wake_nodes=(),
+                    slons_woken=None):
     """Plan moving ``set_id`` (or every set of ``from_node``) to ``to_node``: read, then
-    decide. Returns a Planned: ``extra['sets']`` says what happens to each set,
+    decide (``wake_nodes``: see :func:`decide_switchover`). Returns a Planned: ``extra['sets']`` says what happens to each set,
     ``extra['timings']`` is filled while the plan runs, ``extra['slon_wait']`` names
     the stopped slons the run would first wait for (None when there are none).
     """
     if (set_id is None) == (from_node is None):
         raise SlonyError("give exactly one of set_id and from_node")
     data = read_switchover(cluster, to_node, set_id=set_id, from_node=from_node)
-    return decide_switchover(data, cluster.ns, max_lag_events, max_lag_seconds, timeout)
+    return decide_switchover(data, cluster.ns, max_lag_events, max_lag_seconds, timeout,
+                             wake_nodes=wake_nodes, slons_woken=slons_woken)
 
 
 __all__ = ["plan_switchover", "read_switchover", "decide_switchover", "SwitchoverRead",

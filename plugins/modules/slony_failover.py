@@ -111,12 +111,33 @@ options:
         O(backup_node)). Its database, when reachable, is uninstalled too.
     type: bool
     default: false
+  slon_pid_files:
+    description:
+      - The pid files of slon daemons that run on the host where the module runs, by node id
+        (C(pid_file) of the C(dany.slony.slon) role or of M(dany.slony.slony_slon)). The
+        file holds the pid of slon's watchdog process.
+      - A failover makes every surviving slon restart its worker several times (after
+        C(preFailover), C(failedNode), C(failedNode2), C(failedNode3)), and slon's watchdog
+        sleeps 20 seconds before each restart (10 after an error). While the module waits,
+        a watchdog of these files that has had no worker for 0.3 seconds is sent C(SIGUSR1),
+        which ends that sleep at once (slon's own retry signal). With O(wait=true) the run
+        then ends with a wait until the slons of these surviving nodes have restarted after
+        C(FAILOVER_NODE) and C(failedNode3), so that it returns when they replicate again.
+        RV(slons_woken) says how often each was woken.
+      - A worker of these slons that holds the failed node's last event and has not
+        processed C(FAILOVER_NODE) for 2 seconds (slon checks for that event once, then
+        every 10 seconds) is restarted the same way slon restarts itself after an error
+        (C(SIGUSR1) to the watchdog while the worker runs).
+      - Empty (the default), no signal is sent.
+    type: dict
+    default: {}
 notes:
   - O(admin_conninfo) must list every surviving node of the cluster, and each of them needs a
     running slon daemon that restarts when asked (slon does so by itself).
   - O(wait=false) does not skip the waits the failover needs to be correct (slon restarts,
     confirmation of C(FAILOVER_NODE), confirmation of C(MOVE SET) by the backup); it only
-    skips the wait for the other nodes to process C(DROP NODE).
+    skips the wait for the other nodes to process C(DROP NODE) and, with
+    O(slon_pid_files), the final wait for the slons to restart.
   - A node that was ahead of the promoted node for the failed node's sets drops its
     subscriptions (Slony prints a warning in its slon log only); the promoted node is chosen
     as the one holding the most events of the failed node, so this only happens to nodes
@@ -251,6 +272,14 @@ slonik:
   returned: always
   type: str
   sample: "cluster name = shop;\nfailover (id = 1, backup node = 2);\ndrop node (id = 1, event node = 2);"
+slons_woken:
+  description:
+    - The slon watchdogs of O(slon_pid_files) woken from their sleep (C(woken)), and the
+      workers restarted because they were stuck in a retry loop (C(restarted_stuck)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 2, "woken": 3, "restarted_stuck": 1}, {"node": 3, "woken": 2}]
 events:
   description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
@@ -261,7 +290,10 @@ events:
 
 from ansible_collections.dany.slony.plugins.module_utils.failover import (
     plan_failover, plan_failovers)
+from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
+    SlonWaker, WakingClock, pid_files_of)
 
 
 def main():
@@ -275,21 +307,29 @@ def main():
             )),
             force=dict(type="bool", default=False),
             drop_failed=dict(type="bool", default=False),
+            slon_pid_files=dict(type="dict", default={}),
         ),
         mutually_exclusive=[("nodes", "failed_node"), ("nodes", "backup_node")],
         required_one_of=[("nodes", "failed_node")],
         required_together=[("failed_node", "backup_node")],
     )
     params = slony.params
+    try:
+        waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
+    except SlonyError as exc:
+        slony.fail(exc)
     options = dict(force=params["force"], drop_failed=params["drop_failed"],
                    timeout=params["wait_timeout"], wait_enabled=params["wait"],
-                   slon_wait=0 if slony.check_mode else params["wait_timeout"])
+                   slon_wait=0 if slony.check_mode else params["wait_timeout"],
+                   wake_nodes=waker.nodes, slons_woken=waker.woken_report)
     if params["nodes"] is not None:
         pairs = [(entry["id"], entry["backup_node"]) for entry in params["nodes"]]
-        slony.run(lambda cluster: plan_failovers(cluster, pairs, **options))
+        slony.run(lambda cluster: plan_failovers(cluster, pairs, **options),
+                  clock=WakingClock(waker))
     else:
         slony.run(lambda cluster: plan_failover(
-            cluster, params["failed_node"], params["backup_node"], **options))
+            cluster, params["failed_node"], params["backup_node"], **options),
+            clock=WakingClock(waker))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,25 @@ options:
         so keep this above that.
     type: raw
     default: 60
+  slon_pid_files:
+    description:
+      - The pid files of slon daemons that run on the host where the module runs, by node id
+        (C(pid_file) of the C(dany.slony.slon) role or of M(dany.slony.slony_slon)). The
+        file holds the pid of slon's watchdog process.
+      - After C(ACCEPT_SET) the slon of every node other than the old and the new origin
+        restarts its worker, and slon's watchdog sleeps 10 seconds (20 after a restart
+        request) before it does. While the module waits, a watchdog of these files that has
+        had no worker for 0.3 seconds is sent C(SIGUSR1), which ends that sleep at once
+        (slon's own retry signal); the waits then also wait until the slons of these nodes
+        that restart after C(ACCEPT_SET) run again, so the module returns when every such
+        node replicates again. RV(slons_woken) says how often each was woken.
+      - A worker of these slons that processed C(MOVE_SET) and has not processed the
+        C(ACCEPT_SET) that follows for 2 seconds (slon met C(ACCEPT_SET) first and retries
+        every 10 seconds) is restarted the same way slon restarts itself after an error
+        (C(SIGUSR1) to the watchdog while the worker runs).
+      - Empty (the default), no signal is sent and the waits are as described above.
+    type: dict
+    default: {}
 notes:
   - The old origin is locked with C(lockSet), whose wait for older transactions looks at the
     whole PostgreSQL instance of the old origin. A long transaction in any of its databases
@@ -139,9 +158,19 @@ timings:
     - C(locked_seconds) is the time from the first lock to the last move (writes fail on the
       old origin), C(confirmed_seconds) the time until every node confirmed the move (writes
       fail everywhere until the new origin has processed it). Empty when nothing was moved.
+    - C(restarted_seconds), with O(slon_pid_files), the time until the slons that restart
+      after C(ACCEPT_SET) ran again.
   returned: always
   type: dict
   sample: {"locked_seconds": 1.2, "confirmed_seconds": 0.8}
+slons_woken:
+  description:
+    - The slon watchdogs of O(slon_pid_files) woken from their sleep (C(woken)), and the
+      workers restarted because they were stuck in a retry loop (C(restarted_stuck)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"node": 3, "woken": 1}]
 before:
   description: The origin of each set before the run.
   returned: always
@@ -176,6 +205,8 @@ from ansible.module_utils.common.validation import check_type_float, check_type_
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 from ansible_collections.dany.slony.plugins.module_utils.switchover import plan_switchover
+from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
+    SlonWaker, WakingClock, pid_files_of)
 
 
 def limit(slony, name, check):
@@ -197,14 +228,21 @@ def main():
         to_node=dict(type="int", required=True),
         max_lag_events=dict(type="raw", default=100),
         max_lag_seconds=dict(type="raw", default=60),
+        slon_pid_files=dict(type="dict", default={}),
     ), mutually_exclusive=[("set_id", "from_node")], required_one_of=[("set_id", "from_node")])
     params = slony.params
     max_lag_events = limit(slony, "max_lag_events", check_type_int)
     max_lag_seconds = limit(slony, "max_lag_seconds", check_type_float)
+    try:
+        waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
+    except SlonyError as exc:
+        slony.fail(exc)
+
     slony.run(lambda cluster: plan_switchover(
         cluster, params["to_node"], set_id=params["set_id"], from_node=params["from_node"],
         max_lag_events=max_lag_events, max_lag_seconds=max_lag_seconds,
-        timeout=params["wait_timeout"]))
+        timeout=params["wait_timeout"], wake_nodes=waker.nodes,
+        slons_woken=waker.woken_report), clock=WakingClock(waker))
 
 
 if __name__ == "__main__":
