@@ -197,7 +197,7 @@ def playbook(path, workdir, profile=None, extra=(), memory=None):
         stdout, stderr = proc.communicate()
     seconds = time.monotonic() - t
     if proc.returncode != 0:
-        raise RuntimeError("%s failed:\n%s\n%s" % (path.name, stdout[-4000:], stderr[-2000:]))
+        raise RuntimeError("%s failed:\n%s\n%s" % (path.name, stdout[-30000:], stderr[-2000:]))
     recap = [line for line in stdout.splitlines() if " : ok=" in line]
     return seconds, recap
 
@@ -238,8 +238,9 @@ def ansible_bringup(db, nodes, tables, workdir, noop_reps, timeout):
                                 "sequence_patterns": [bench.SEQUENCE_PATTERN]}])
         with bench.counted() as trips:
             results = api.converge()
-        if any(r.changed for r in results):
-            raise RuntimeError("converge() changed something after site.yml")
+        changed = [r for r in results if r.changed]
+        if changed:
+            raise RuntimeError("converge() changed something after site.yml: %s" % changed)
         return bringup, noops, profile, trips.result, memory
     finally:
         stop_slons(workdir)
