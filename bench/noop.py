@@ -43,8 +43,11 @@ import run as bench  # noqa: E402  (bench/run.py: lab paths, counting connection
 from lab import FreshDatabase, Lab, LabSettings, SlonFleet  # noqa: E402
 
 from ansible_collections.dany.slony.plugins.module_utils.api import Cluster as ApiCluster  # noqa: E402
+from ansible_collections.dany.slony.plugins.filter.conninfo import conninfo as conninfo_filter  # noqa: E402
 
 REPO = bench.REPO
+# slon's options for both tools (main() sets -t from --slon-timeout).
+SLON_OPTIONS = dict(bench.SLON_TEST_OPTIONS)
 SITE = REPO / "playbooks" / "site.yml"
 CLUSTER = bench.CLUSTER
 
@@ -59,6 +62,11 @@ def parse_args(argv=None):
     parser.add_argument("--lab-dir", default="/var/tmp/lab-bench-noop")
     parser.add_argument("--keep-lab", action="store_true")
     parser.add_argument("--wait-timeout", type=int, default=600)
+    parser.add_argument("--slon-timeout", type=int, default=250,
+                        help="slon's sync_interval_timeout (-t) in ms for both tools (default 250, "
+                             "as the tests; every idle node emits a SYNC this often, which every "
+                             "other node processes: at N = 10 and 250 ms that alone saturates "
+                             "2 cores)")
     parser.add_argument("--json", default="/var/tmp/lab-bench-noop-%d.json" % os.getpid())
     return parser.parse_args(argv)
 
@@ -83,7 +91,7 @@ def slonik_bringup(db, nodes, tables, timeout):
         "store node (id = %d, comment = 'node %d', event node = 1);\n" % (n, n) for n in nodes[1:]))
     script("".join("store path (server = %d, client = %d, conninfo = '%s', connretry = 10);\n"
                    % (s, c, db.conninfo(s)) for s in nodes for c in nodes if s != c))
-    fleet = SlonFleet(db, cluster_name=CLUSTER, options=bench.SLON_TEST_OPTIONS)
+    fleet = SlonFleet(db, cluster_name=CLUSTER, options=SLON_OPTIONS)
     fleet.start(*nodes)
     script("create set (id = 1, origin = 1, comment = 'bench');\n"
            "set add table (set id = 1, origin = 1, tables = %s);\n"
@@ -114,8 +122,8 @@ def inventory(db, nodes, workdir):
             "slony_sets": [{"id": 1, "origin": 1, "comment": "bench",
                             "patterns": [bench.TABLE_PATTERN],
                             "sequence_patterns": [bench.SEQUENCE_PATTERN]}],
-            "slony_slon_sync_interval": bench.SLON_TEST_OPTIONS["sync_interval"],
-            "slony_slon_sync_interval_timeout": bench.SLON_TEST_OPTIONS["sync_interval_timeout"],
+            "slony_slon_sync_interval": SLON_OPTIONS["sync_interval"],
+            "slony_slon_sync_interval_timeout": SLON_OPTIONS["sync_interval_timeout"],
             "slon_config_dir": str(workdir / "etc"), "slon_run_dir": str(workdir / "run"),
             "slon_log_dir": str(workdir / "log"), "slon_logrotate": False,
         }}}}}
@@ -232,7 +240,12 @@ def ansible_bringup(db, nodes, tables, workdir, noop_reps, timeout):
             memory["noop"] = {"peak_kb": max(mem.peak_kb, memory.get("noop", {}).get("peak_kb", 0)),
                               "modules": len(mem.modules)}
             profile = [json.loads(line) for line in prof.read_text().splitlines()]
-        api = ApiCluster(CLUSTER, dict((n, db.conninfo(n)) for n in nodes),
+        # The cluster role stores the paths without their password (the slons read it
+        # from their passfile): the same path conninfos here, or converge() would change them.
+        api = ApiCluster(CLUSTER, dict((n, {"conninfo": db.conninfo(n),
+                                            "path_conninfo": conninfo_filter(db.conninfo(n),
+                                                                             password=False)})
+                                       for n in nodes),
                          sets=[{"id": 1, "origin": 1, "comment": "bench",
                                 "patterns": [bench.TABLE_PATTERN],
                                 "sequence_patterns": [bench.SEQUENCE_PATTERN]}])
@@ -259,6 +272,7 @@ def slope(by_n, key):
 
 def main(argv=None):
     args = parse_args(argv)
+    SLON_OPTIONS["sync_interval_timeout"] = args.slon_timeout
     counts = [int(n) for n in args.nodes.split(",")]
     settings = LabSettings(port_base=args.port_base, directory=Path(args.lab_dir),
                            nodes=max(counts), keep=args.keep_lab)
@@ -304,8 +318,9 @@ def main(argv=None):
 
 
 def report(results, args):
-    print("\nsite.yml against slonik, T = %d tables, median of %d (no-op: of %d runs)"
-          % (args.tables, args.reps, args.reps * args.noop_reps))
+    print("\nsite.yml against slonik, T = %d tables, median of %d (no-op: of %d runs); slon -s %d -t %d"
+          % (args.tables, args.reps, args.reps * args.noop_reps, SLON_OPTIONS["sync_interval"],
+             SLON_OPTIONS["sync_interval_timeout"]))
     print("| N | slonik bring-up s | site.yml bring-up s | ratio | no-op site.yml s | round trips | connections |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
