@@ -54,7 +54,8 @@ from .waits import DEFAULT_TIMEOUT, SYSTEM_CLOCK, Behind, Pending, poll_until, t
 from .events import Event, submit_event, wait_for_event
 from .plan import CALLBACK, WAIT, Plan, Planned, Step, execute_plan, function_call
 from .slonwake import Stuck, can_kick, kick
-from .setmove import SetHandover, slon_backends, wait_for_new_slons, wait_for_slons
+from .setmove import (SLON_BACKEND, SetHandover, slon_backends, wait_for_new_slons,
+                      wait_for_slons)
 
 # -- pure logic (unit tested) ---------------------------------------------------------
 
@@ -178,12 +179,6 @@ select s.set_id, count(s.set_id)
   from {ns}.sl_set s, {ns}.sl_subscribe sub
  where s.set_id = sub.sub_set and s.set_origin = %(failed)s and sub.sub_active
  group by s.set_id order by s.set_id
-"""
-
-_SLON_BACKEND = """
-select nl_backendpid from {ns}.sl_nodelock
- where nl_nodeid = {ns}.getLocalNodeId(%s)
-   and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid)
 """
 
 _SLON_RESTARTED = """
@@ -388,7 +383,7 @@ def pre_failover_step(ns, node, calls, restarts, timeout=DEFAULT_TIMEOUT, slonik
                 cur.execute("select pg_catalog.set_config('lock_timeout', %s, true)",
                             ("%ds" % max(1, int(timeout)),))
                 cur.execute(sql.SQL("lock table {}.sl_config_lock").format(ns))
-                cur.execute(sql.SQL(_SLON_BACKEND).format(ns=ns), (cluster.namespace,))
+                cur.execute(sql.SQL(SLON_BACKEND).format(ns=ns), (cluster.namespace,))
                 row = cur.fetchone()
                 text = cur.mogrify(step.query, step.params).decode("utf-8")
                 cur.execute(step.query, step.params)

@@ -156,7 +156,8 @@ def wait_for_slons(cluster, nodes, timeout, refusal, clock=None):
                       first=SLON_POLL)
 
 
-_SLON_BACKEND = """
+# The backend of the node's running slon (its live sl_nodelock registration).
+SLON_BACKEND = """
 select nl_backendpid from {ns}.sl_nodelock
  where nl_nodeid = {ns}.getLocalNodeId(%s)
    and exists (select 1 from pg_catalog.pg_stat_activity where pid = nl_backendpid)
@@ -171,7 +172,7 @@ select nl_backendpid from {ns}.sl_nodelock
 
 def slon_backends(cluster, nodes):
     """{node: the backend of its running slon (None when none runs)}, each read on the node."""
-    query = sql.SQL(_SLON_BACKEND).format(ns=cluster.ns)
+    query = sql.SQL(SLON_BACKEND).format(ns=cluster.ns)
     found = {}
     for node in sorted(nodes):
         rows = cluster.fetch(node, query, (cluster.namespace,))
