@@ -14,9 +14,10 @@ Scenarios:
   noop      the collection's bring-up again with nothing to do: wall time and database
             round trips (counted in-process through a counting psycopg2 connection)
   liveadd   100 new tables into the live, subscribed set 1 (on the T=10 clusters)
-  switchover  set 1 from node 1 to node 2 and back (only if switchover.py works)
+  switchover  set 1 from node 1 to node 2 and back (only if switchover.py works);
+            the ansible tool runs playbooks/switchover.yml
   failover  node 1's PostgreSQL is stopped, then set 1 fails over to node 2
-            (only if failover.py works)
+            (only if failover.py works); the ansible tool runs playbooks/failover.yml
 
 Usage:  .venv/bin/python bench/run.py [--quick] [--reps N] [--tables 10,100,1000]
         make bench BENCH_ARGS="--quick"
@@ -523,8 +524,34 @@ class AnsibleTool:
     def __init__(self, ctx):
         self.ctx = ctx
 
+    def ansible_playbook(self, playbook, variables, tags=None, inventory=None):
+        """ansible-playbook ``playbook`` -e @<``variables`` in a private file>; returns the
+        last PLAY RECAP line of localhost."""
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="false")
+        with tempfile.TemporaryDirectory(prefix="bench-vars-") as tmp:
+            path = Path(tmp) / "vars.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)  # it holds the password
+            with os.fdopen(fd, "w") as handle:
+                json.dump(variables, handle)
+            cmd = [str(ANSIBLE_PLAYBOOK), str(playbook), "-e", "@%s" % path]
+            if inventory is not None:
+                inventory_path = Path(tmp) / "inventory.json"
+                inventory_path.write_text(json.dumps(inventory))
+                cmd += ["-i", str(inventory_path)]
+            if tags:
+                cmd += ["--tags", tags]
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=self.ctx.wait_timeout * 4, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError("ansible-playbook %s %s failed (rc=%d):\n%s\n%s" % (
+                playbook.name, tags or "", proc.returncode, proc.stdout[-4000:],
+                proc.stderr[-2000:]))
+        recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost")]
+        return recap[-1] if recap else ""
+
     def playbook(self, db, tags=None):
-        variables = {
+        return self.ansible_playbook(PLAYBOOK, {
             "bench_cluster": CLUSTER,
             "bench_admin_conninfo": {str(k): v for k, v in db.admin_conninfo.items()},
             "bench_wait_timeout": self.ctx.wait_timeout,
@@ -533,24 +560,31 @@ class AnsibleTool:
             "bench_table_patterns": [TABLE_PATTERN],
             "bench_sequence_patterns": [SEQUENCE_PATTERN],
             "bench_receivers": [{"receiver": r} for r in RECEIVERS],
-        }
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="false")
-        with tempfile.TemporaryDirectory(prefix="bench-vars-") as tmp:
-            path = Path(tmp) / "vars.json"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)  # it holds the password
-            with os.fdopen(fd, "w") as handle:
-                json.dump(variables, handle)
-            cmd = [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK), "-e", "@%s" % path]
-            if tags:
-                cmd += ["--tags", tags]
-            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                                  timeout=self.ctx.wait_timeout * 4, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError("ansible-playbook %s failed (rc=%d):\n%s\n%s" % (
-                tags or "", proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:]))
-        recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost")]
-        return recap[-1] if recap else ""
+        }, tags)
+
+    def admin_playbook(self, name, db, fleet, variables):
+        """playbooks/``name`` as a user runs it for this cluster: an inventory of localhost
+        alone, the cluster named by slony_cluster_name and slony_admin_conninfo, and the
+        fleet's pid files as slony_slon_pid_files ({} with --no-wake; the playbooks'
+        default, the slon role's pid files, does not apply to the bench's slons)."""
+        pid_files = {} if self.ctx.args.no_wake else {
+            str(n): str(fleet.daemon(n).pid_path) for n in NODES}
+        inventory = {"all": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}
+        return self.ansible_playbook(REPO / "playbooks" / name, dict(
+            variables, slony_cluster_name=CLUSTER, slony_wait_timeout=self.ctx.wait_timeout,
+            slony_admin_conninfo={str(k): v for k, v in db.admin_conninfo.items()},
+            slony_slon_pid_files=pid_files), inventory=inventory)
+
+    def switchover(self, db, old, new, fleet):
+        del old
+        self.admin_playbook("switchover.yml", db, fleet,
+                            {"slony_set_id": 1, "slony_to_node": new})
+
+    def failover(self, db, failed, backup, fleet):
+        # slony_admin_conninfo lists the failed node too, as the core's call does
+        self.admin_playbook("failover.yml", db, fleet,
+                            {"slony_failed_node": failed, "slony_backup_node": backup})
 
     def bringup(self, db, fleet, tables, phases):
         t = now()
@@ -646,11 +680,11 @@ def one_run(ctx, tool_name, tables, rep):
             tool.noop(db)
             ctx.record("noop", tool_name, tables, rep, now() - t)
 
-        if tables != min(ctx.args.tables) or tool_name == "ansible":
+        if tables != min(ctx.args.tables):
             return
 
-        # 3. 100 tables into the live set 1
-        if "liveadd" in scenarios:
+        # 3. 100 tables into the live set 1 (not through ansible-playbook)
+        if "liveadd" in scenarios and tool_name != "ansible":
             prepare(db, "n", LIVE_ADD_TABLES)
             phases, counts = {}, {}
             t = now()
@@ -673,6 +707,8 @@ def one_run(ctx, tool_name, tables, rep):
                 t = now()
                 if tool_name == "core":
                     tool.switchover(db, old, new, fleet, phases)
+                elif tool_name == "ansible":
+                    tool.switchover(db, old, new, fleet)
                 else:
                     tool.switchover(db, old, new)
                 phases["tool"] = now() - t
@@ -695,6 +731,8 @@ def one_run(ctx, tool_name, tables, rep):
             t = now()
             if tool_name == "core":
                 tool.failover(db, 1, 2, fleet, phases)
+            elif tool_name == "ansible":
+                tool.failover(db, 1, 2, fleet)
             else:
                 tool.failover(db, 1, 2)
             phases["tool"] = now() - t

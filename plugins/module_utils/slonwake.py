@@ -139,6 +139,20 @@ class SlonWaker:
     def nodes(self):
         return sorted(self.pid_files)
 
+    def narrow(self, skip=()):
+        """Keep the pid files of the slons that run here now, but those of ``skip``.
+
+        A pid file that is missing, or names no running slon, belongs to a slon that runs
+        on another host (a playbook passes the pid files of every node it may run here) or
+        to none: waking or waiting for it would only cost time. Returns the nodes dropped.
+        """
+        skip = set(int(n) for n in skip)
+        states = self.states()
+        dropped = sorted(n for n in self.pid_files if n in skip or states[n][1] == GONE)
+        for node in dropped:
+            del self.pid_files[node]
+        return dropped
+
     def states(self):
         """node -> (pid, state) as the process table shows it now."""
         pids = dict((n, read_pid(p)) for n, p in self.pid_files.items())

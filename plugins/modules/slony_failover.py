@@ -128,6 +128,9 @@ options:
         processed C(FAILOVER_NODE) for 2 seconds (slon checks for that event once, then
         every 10 seconds) is restarted the same way slon restarts itself after an error
         (C(SIGUSR1) to the watchdog while the worker runs).
+      - The pid files of the failed nodes are ignored, and so is a pid file that does not
+        exist, or does not name a running slon process, when the module starts (that slon
+        runs on another host, or not at all). The module neither wakes nor waits for them.
       - Empty (the default), no signal is sent.
     type: dict
     default: {}
@@ -316,6 +319,9 @@ def main():
     params = slony.params
     try:
         waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
+        # The slon of a failed node is never woken: it would only retry its lost database.
+        waker.narrow(skip=[params["failed_node"]] if params["nodes"] is None
+                     else [entry["id"] for entry in params["nodes"]])
     except SlonyError as exc:
         slony.fail(exc)
     options = dict(force=params["force"], drop_failed=params["drop_failed"],

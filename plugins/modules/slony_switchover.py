@@ -100,6 +100,9 @@ options:
         C(ACCEPT_SET) that follows for 2 seconds (slon met C(ACCEPT_SET) first and retries
         every 10 seconds) is restarted the same way slon restarts itself after an error
         (C(SIGUSR1) to the watchdog while the worker runs).
+      - A pid file that does not exist, or does not name a running slon process, when the
+        module starts is ignored (that slon runs on another host, or not at all).
+        M(dany.slony.slony_switchover) then neither wakes nor waits for it.
       - Empty (the default), no signal is sent and the waits are as described above.
     type: dict
     default: {}
@@ -235,6 +238,7 @@ def main():
     max_lag_seconds = limit(slony, "max_lag_seconds", check_type_float)
     try:
         waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
+        waker.narrow()
     except SlonyError as exc:
         slony.fail(exc)
 

@@ -508,6 +508,9 @@ def test_killed_runs_are_finished_by_the_next_run(cluster5, writer, site):
         blocker.close()
     output, _changed = site.run("switchover.yml", move)
     assert "set 1: origin node 1 -> node 2 (resume)" in output, site.redact(output[-3000:])
+    # The slons of nodes 3, 4 and 5 restart after ACCEPT_SET; the playbook passed the slon
+    # role's pid files (cluster_slon_pid_files), so their watchdogs were woken, not waited for.
+    assert "slons woken from their restart sleep:" in output, site.redact(output[-3000:])
     writer.follow(2)
     for node in NODES:
         wait_until(lambda: catalog_rows(db, node, "select set_id, set_origin, set_locked "

@@ -101,6 +101,17 @@ def test_a_missing_or_unreadable_pid_file_is_gone(tmp_path):
     assert made.tick(1.0) == []
 
 
+def test_narrow_keeps_the_running_slons_but_the_skipped_ones(tmp_path):
+    made, sent = waker(tmp_path, {100: (1, "slon"), 200: (1, "slon"), 301: (1, "postgres")},
+                       pids={1: 100, 2: 200, 3: 301})
+    made.pid_files[4] = str(tmp_path / "elsewhere.pid")  # a slon of another host
+    assert made.narrow(skip=[1]) == [1, 3, 4]
+    assert made.nodes == [2]
+    for now in (10.0, 10.2, 10.4):
+        made.tick(now)
+    assert sent == [(200, signal.SIGUSR1)]
+
+
 def test_kick_restarts_a_running_worker_at_most_every_few_seconds(tmp_path):
     made, sent = waker(tmp_path, {300: (1, "slon"), 301: (300, "slon")})
     assert made.kick(3, "stuck", 10.0)
