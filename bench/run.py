@@ -524,12 +524,20 @@ class AnsibleTool:
     def __init__(self, ctx):
         self.ctx = ctx
 
-    def ansible_playbook(self, playbook, variables, tags=None, inventory=None):
+    def ansible_playbook(self, playbook, variables, tags=None, inventory=None, phases=None,
+                         module_task=None):
         """ansible-playbook ``playbook`` -e @<``variables`` in a private file>; returns the
-        last PLAY RECAP line of localhost."""
+        last PLAY RECAP line of localhost. With ``phases``, the run's profile goes there
+        (bench/callback/task_profile.py): the task named ``module_task`` ("module"), the
+        other tasks, and ansible-playbook's own start and end (the rest of the wall time)."""
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="false")
         with tempfile.TemporaryDirectory(prefix="bench-vars-") as tmp:
+            profile = Path(tmp) / "profile.jsonl"
+            if phases is not None:
+                env.update(ANSIBLE_CALLBACK_PLUGINS=str(REPO / "bench" / "callback"),
+                           ANSIBLE_CALLBACKS_ENABLED="task_profile", DANY_TASK_PROFILE=str(profile))
+            started = now()
             path = Path(tmp) / "vars.json"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)  # it holds the password
             with os.fdopen(fd, "w") as handle:
@@ -543,6 +551,13 @@ class AnsibleTool:
                 cmd += ["--tags", tags]
             proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                   timeout=self.ctx.wait_timeout * 4, check=False)
+            wall = now() - started
+            if phases is not None and profile.exists():
+                rows = [json.loads(line) for line in profile.read_text().splitlines()]
+                module = sum(r["seconds"] for r in rows if r["task"] == module_task)
+                tasks = sum(r["seconds"] for r in rows)
+                phases.update({"module": module, "other tasks": tasks - module,
+                               "ansible start+end": wall - tasks})
         if proc.returncode != 0:
             raise RuntimeError("ansible-playbook %s %s failed (rc=%d):\n%s\n%s" % (
                 playbook.name, tags or "", proc.returncode, proc.stdout[-4000:],
@@ -562,7 +577,7 @@ class AnsibleTool:
             "bench_receivers": [{"receiver": r} for r in RECEIVERS],
         }, tags)
 
-    def admin_playbook(self, name, db, fleet, variables):
+    def admin_playbook(self, name, db, fleet, variables, phases=None, module_task=None):
         """playbooks/``name`` as a user runs it for this cluster: an inventory of localhost
         alone, the cluster named by slony_cluster_name and slony_admin_conninfo, and the
         fleet's pid files as slony_slon_pid_files ({} with --no-wake; the playbooks'
@@ -574,17 +589,23 @@ class AnsibleTool:
         return self.ansible_playbook(REPO / "playbooks" / name, dict(
             variables, slony_cluster_name=CLUSTER, slony_wait_timeout=self.ctx.wait_timeout,
             slony_admin_conninfo={str(k): v for k, v in db.admin_conninfo.items()},
-            slony_slon_pid_files=pid_files), inventory=inventory)
+            slony_slon_pid_files=pid_files), inventory=inventory, phases=phases,
+            module_task=module_task)
 
-    def switchover(self, db, old, new, fleet):
+    def switchover(self, db, old, new, fleet, phases=None):
         del old
         self.admin_playbook("switchover.yml", db, fleet,
-                            {"slony_set_id": 1, "slony_to_node": new})
+                            {"slony_set_id": 1, "slony_to_node": new}, phases,
+                            "Move the origin")
 
-    def failover(self, db, failed, backup, fleet):
-        # slony_admin_conninfo lists the failed node too, as the core's call does
+    def failover(self, db, failed, backup, fleet, phases=None):
+        # slony_admin_conninfo lists the failed node too, as the core's call does; the
+        # failed node is not dropped (the playbook's default), as slonik's FAILOVER and the
+        # core's call do not drop it either
         self.admin_playbook("failover.yml", db, fleet,
-                            {"slony_failed_node": failed, "slony_backup_node": backup})
+                            {"slony_failed_node": failed, "slony_backup_node": backup,
+                             "slony_drop_failed": False}, phases,
+                            "Fail the lost nodes over to their backup nodes")
 
     def bringup(self, db, fleet, tables, phases):
         t = now()
@@ -708,7 +729,7 @@ def one_run(ctx, tool_name, tables, rep):
                 if tool_name == "core":
                     tool.switchover(db, old, new, fleet, phases)
                 elif tool_name == "ansible":
-                    tool.switchover(db, old, new, fleet)
+                    tool.switchover(db, old, new, fleet, phases)
                 else:
                     tool.switchover(db, old, new)
                 phases["tool"] = now() - t
@@ -732,7 +753,7 @@ def one_run(ctx, tool_name, tables, rep):
             if tool_name == "core":
                 tool.failover(db, 1, 2, fleet, phases)
             elif tool_name == "ansible":
-                tool.failover(db, 1, 2, fleet)
+                tool.failover(db, 1, 2, fleet, phases)
             else:
                 tool.failover(db, 1, 2)
             phases["tool"] = now() - t

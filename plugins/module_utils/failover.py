@@ -347,10 +347,10 @@ class FinalRestarts:
             if backend is not None:
                 self.backends[node] = backend
 
-    def wait(self, cluster, timeout, clock=SYSTEM_CLOCK):
+    def wait(self, cluster, timeout, clock=SYSTEM_CLOCK,
+             goal="the slons of the surviving nodes to run again after the failover"):
         wait_for_new_slons(
-            cluster, self.backends, timeout,
-            "the slons of the surviving nodes to run again after the failover", clock=clock,
+            cluster, self.backends, timeout, goal, clock=clock,
             note="slon's watchdog restarts the worker 20 s after the restart request, "
                  "earlier when woken (slon_pid_files)")
 
@@ -590,21 +590,29 @@ class FailoverRun:
                            wait_on=target, clock=ctx.clock)
         return events
 
-    # -- DROP NODE --------------------------------------------------------------------
-    def drop_failed_node(self, cluster, step, ctx):
-        return drop_failed_nodes(self.failed_list, self.backup, self.wait_enabled,
-                                 self.timeout)(cluster, step, ctx)
 
-
-def drop_failed_nodes(failed_list, event_node, wait_enabled, timeout):
+def drop_failed_nodes(failed_list, event_node, wait_enabled, timeout, restarts=None):
     """The runner of the final DROP NODE of every failed node (one event, planned as
-    ``slony_node`` plans it, at run time: the nodes are failed by then)."""
+    ``slony_node`` plans it, at run time: the nodes are failed by then).
+
+    Every slon restarts its worker after DROP NODE (the event node's local listener and
+    every other node's remote worker ask for a restart; the watchdog sleeps 20 s).
+    ``restarts`` (a :class:`FinalRestarts` of the survivors the run can wake): their slons'
+    backends are noted before the drop and, with ``wait_enabled``, the run then waits
+    until each has registered anew, so that it returns when they replicate again."""
     def run(cluster, step, ctx):
         del step
         from .nodes import plan_nodes_absent  # DROP NODE as slony_node plans it
         plan = plan_nodes_absent(cluster, list(failed_list), event_node=event_node).plan
-        return execute_plan(cluster, plan, wait_enabled=wait_enabled, timeout=timeout,
+        waking = restarts is not None and wait_enabled and bool(plan.changes())
+        if waking:
+            restarts.note_first(cluster)
+        done = execute_plan(cluster, plan, wait_enabled=wait_enabled, timeout=timeout,
                             share_dir=ctx.share_dir, clock=ctx.clock)
+        if waking:
+            restarts.wait(cluster, ctx.timeout, ctx.clock,
+                          goal="the slons of the surviving nodes to run again after DROP NODE")
+        return done
     return run
 
 
@@ -1075,17 +1083,24 @@ def _move_step(data, run):
                  function="moveSet", args=first, run=run.move_sets)]
 
 
-def _drop_step(data, ns, wait_enabled, timeout):
+def _drop_step(data, ns, wait_enabled, timeout, wake_nodes=()):
+    """DROP NODE of the failed nodes; the slons of ``wake_nodes`` (survivors the run can
+    wake), which restart after it, are waited for (see :func:`drop_failed_nodes`)."""
     failed = data.failed_list
     event_node = data.pairs[0].backup
     ids = "'%s'" % ",".join(map(str, failed)) if len(failed) > 1 else str(failed[0])
+    waking = sorted(set(wake_nodes) & set(data.survivors))
+    restarts = FinalRestarts(waking) if waking else None
     return Step(CALLBACK, event_node,
                 "drop node(s) %s from the cluster through node %d (DROP NODE) and wait until "
-                "the other nodes have dropped them" % (_ids(failed), event_node),
+                "the other nodes have dropped them%s" % (
+                    _ids(failed), event_node,
+                    " and the slons of node(s) %s, which restart after it, run again"
+                    % _ids(waking) if waking and wait_enabled else ""),
                 slonik="drop node (id = %s, event node = %d);" % (ids, event_node),
                 query=function_call(ns, "dropNode", (failed,)), params=(failed,),
                 function="dropNode", args=(failed,),
-                run=drop_failed_nodes(failed, event_node, wait_enabled, timeout))
+                run=drop_failed_nodes(failed, event_node, wait_enabled, timeout, restarts))
 
 
 def _pair_report(read):
@@ -1164,7 +1179,7 @@ def decide_failovers(data, ns, force=False, drop_failed=False, timeout=DEFAULT_T
     if final.nodes:
         plan.add(final_restarts_step(final))
     if drop_failed:
-        plan.add(_drop_step(data, ns, wait_enabled, timeout))
+        plan.add(_drop_step(data, ns, wait_enabled, timeout, wake_nodes))
     changing = plan.changes()
     if changing:
         changing[0].slonik = slonik

@@ -122,7 +122,9 @@ options:
         a watchdog of these files that has had no worker for 0.3 seconds is sent C(SIGUSR1),
         which ends that sleep at once (slon's own retry signal). With O(wait=true) the run
         then ends with a wait until the slons of these surviving nodes have restarted after
-        C(FAILOVER_NODE) and C(failedNode3), so that it returns when they replicate again.
+        C(FAILOVER_NODE) and C(failedNode3), and with O(drop_failed) once more after
+        C(DROP NODE) (every slon restarts after it), so that it returns when they replicate
+        again.
         RV(slons_woken) says how often each was woken.
       - A worker of these slons that holds the failed node's last event and has not
         processed C(FAILOVER_NODE) for 2 seconds (slon checks for that event once, then

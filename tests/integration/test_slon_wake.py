@@ -4,7 +4,8 @@ pid file: the watchdog's pid).
 
 Switchover 1 -> 2 and back, then node 1 dies and fails over to node 2. Each run:
 * wakes the watchdog of the slon that restarts after ACCEPT_SET (node 3) or after the
-  failover's restart requests (nodes 2 and 3), and says so in ``slons_woken``;
+  failover's restart requests and the DROP NODE of the failed node (nodes 2 and 3), and
+  says so in ``slons_woken``;
 * returns only once those slons run again (a live registration on each node), so the
   next step can read any node: a row written on the new origin right after the run
   reaches every other node, and every row committed before the run is everywhere.
@@ -74,12 +75,17 @@ def test_switchover_and_failover_wake_the_slons_they_wait_for(fresh_db, slons):
     db.lab.stop_server(1, mode="immediate")
     slons.kill(1)
     try:
-        args = common(db, failed_node=1, backup_node=2, slon_pid_files=pid_files(slons, (2, 3)))
+        # Node 1's pid file is given too (a playbook gives every node's): it is ignored.
+        args = common(db, failed_node=1, backup_node=2, drop_failed=True,
+                      slon_pid_files=pid_files(slons, (1, 2, 3)))
         args["admin_conninfo"] = {k: v for k, v in args["admin_conninfo"].items() if k != "1"}
         failed = run_module("slony_failover", args)
         assert failed.changed
         woken = {e["node"]: e for e in failed.result["slons_woken"]}
         assert set(woken) == {2, 3}, failed.result
+        # Every slon restarts after DROP NODE too: the run returned once they ran again.
+        assert [db.scalar(n, f"select count(*) from {NS}.sl_node where no_id = 1")
+                for n in (2, 3)] == [0, 0]
         assert all(slon_running(db, n) for n in (2, 3))
         assert [origin_on(db, n) for n in (2, 3)] == [2, 2]
         probe = write(db, 2, "after failover")

@@ -299,6 +299,48 @@ def test_a_completed_failover_has_no_restart_wait():
     assert not [s for s in planned.plan.steps if "restart after FAILOVER_NODE" in s.description]
 
 
+def test_the_drop_of_the_failed_node_waits_for_the_slons_that_restart_after_it():
+    plain = decide_failover(failover_read(), NS, drop_failed=True, timeout=60, slon_wait=60)
+    waking = decide_failover(failover_read(), NS, drop_failed=True, timeout=60, slon_wait=60,
+                             wake_nodes=[2, 3, 9])
+    assert "restart after it" not in plain.plan.steps[-1].description
+    assert ("and the slons of node(s) 2, 3, which restart after it, run again"
+            in waking.plan.steps[-1].description)
+
+
+def test_drop_failed_nodes_notes_the_slons_before_the_drop_and_waits_for_them(monkeypatch):
+    events = []
+
+    class DropPlan:
+        def changes(self):
+            return ["dropNode"]
+
+    class Planned:
+        plan = DropPlan()
+
+    import ansible_collections.dany.slony.plugins.module_utils.nodes as nodes
+    monkeypatch.setattr(nodes, "plan_nodes_absent", lambda cluster, ids, event_node: Planned())
+    monkeypatch.setattr(failover, "execute_plan",
+                        lambda cluster, plan, **kw: events.append("DROP NODE") or ["done"])
+    registered = iter([[], [(21,)], [(31,)]])
+
+    def backend(node, params):
+        events.append("backend of %d" % node)
+        return [({2: 20, 3: 30}[node],)]
+
+    cluster = Scripted([("nl_backendpid <>", lambda node, params: next(registered)),
+                        ("sl_nodelock", backend)])
+    clock = FakeClock()
+    run = failover.drop_failed_nodes([1], 2, True, 30, FinalRestarts([2, 3]))
+    assert run(cluster, None, RunContext(timeout=30, clock=clock)) == ["done"]
+    assert events == ["backend of 2", "backend of 3", "DROP NODE"]
+    assert clock.waited > 0  # node 2 registered anew at the second poll
+    events[:] = []
+    no_wait = failover.drop_failed_nodes([1], 2, False, 30, FinalRestarts([2, 3]))
+    no_wait(cluster, None, RunContext(timeout=30, clock=FakeClock()))
+    assert events == ["DROP NODE"]
+
+
 def test_final_restarts_note_the_promoted_node_again_before_failednode3():
     final = FinalRestarts([2, 3])
     backends = iter([[(20,)], [(30,)], [(21,)]])
