@@ -565,7 +565,15 @@ class AnsibleTool:
         recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost")]
         return recap[-1] if recap else ""
 
-    def playbook(self, db, tags=None):
+    def playbook(self, db, tags=None, phases=None):
+        profile = {} if phases is not None else None
+        try:
+            return self._playbook(db, tags, profile)
+        finally:
+            if profile:
+                phases["%s ansible start+end" % tags] = profile["ansible start+end"]
+
+    def _playbook(self, db, tags, profile):
         return self.ansible_playbook(PLAYBOOK, {
             "bench_cluster": CLUSTER,
             "bench_admin_conninfo": {str(k): v for k, v in db.admin_conninfo.items()},
@@ -575,7 +583,7 @@ class AnsibleTool:
             "bench_table_patterns": [TABLE_PATTERN],
             "bench_sequence_patterns": [SEQUENCE_PATTERN],
             "bench_receivers": [{"receiver": r} for r in RECEIVERS],
-        }, tags)
+        }, tags, phases=profile)
 
     def admin_playbook(self, name, db, fleet, variables, phases=None, module_task=None):
         """playbooks/``name`` as a user runs it for this cluster: an inventory of localhost
@@ -609,13 +617,13 @@ class AnsibleTool:
 
     def bringup(self, db, fleet, tables, phases):
         t = now()
-        self.playbook(db, "nodes")
+        self.playbook(db, "nodes", phases)
         phases["nodes"] = now() - t
         t = now()
         fleet.start()
         phases["slons"] = now() - t
         t = now()
-        self.playbook(db, "replication")
+        self.playbook(db, "replication", phases)
         phases["replication"] = now() - t
         t = now()
         wait_replicas(db, "t", tables, SEQUENCES, self.ctx.wait_timeout)
