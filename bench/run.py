@@ -566,15 +566,10 @@ class AnsibleTool:
         return recap[-1] if recap else ""
 
     def playbook(self, db, tags=None, phases=None):
+        """bench/bringup.yml; with ``phases``, Ansible's own start and end of the run goes
+        there as "<tags> ansible start+end"."""
         profile = {} if phases is not None else None
-        try:
-            return self._playbook(db, tags, profile)
-        finally:
-            if profile:
-                phases["%s ansible start+end" % tags] = profile["ansible start+end"]
-
-    def _playbook(self, db, tags, profile):
-        return self.ansible_playbook(PLAYBOOK, {
+        recap = self.ansible_playbook(PLAYBOOK, {
             "bench_cluster": CLUSTER,
             "bench_admin_conninfo": {str(k): v for k, v in db.admin_conninfo.items()},
             "bench_wait_timeout": self.ctx.wait_timeout,
@@ -584,6 +579,9 @@ class AnsibleTool:
             "bench_sequence_patterns": [SEQUENCE_PATTERN],
             "bench_receivers": [{"receiver": r} for r in RECEIVERS],
         }, tags, phases=profile)
+        if profile:
+            phases["%s ansible start+end" % tags] = profile["ansible start+end"]
+        return recap
 
     def admin_playbook(self, name, db, fleet, variables, phases=None, module_task=None):
         """playbooks/``name`` as a user runs it for this cluster: an inventory of localhost
@@ -607,9 +605,9 @@ class AnsibleTool:
                             "Move the origin")
 
     def failover(self, db, failed, backup, fleet, phases=None):
-        # slony_admin_conninfo lists the failed node too, as the core's call does; the
-        # failed node is not dropped (the playbook's default), as slonik's FAILOVER and the
-        # core's call do not drop it either
+        # slony_admin_conninfo lists the failed node too, as the core's call does. The
+        # failed node is not dropped (the playbook drops it by default): slonik's FAILOVER
+        # and the core's call do not drop it either.
         self.admin_playbook("failover.yml", db, fleet,
                             {"slony_failed_node": failed, "slony_backup_node": backup,
                              "slony_drop_failed": False}, phases,
