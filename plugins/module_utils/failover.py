@@ -347,10 +347,10 @@ class FinalRestarts:
             if backend is not None:
                 self.backends[node] = backend
 
-    def wait(self, cluster, timeout, clock=SYSTEM_CLOCK,
-             goal="the slons of the surviving nodes to run again after the failover"):
+    def wait(self, cluster, timeout, clock=SYSTEM_CLOCK):
         wait_for_new_slons(
-            cluster, self.backends, timeout, goal, clock=clock,
+            cluster, self.backends, timeout,
+            "the slons of the surviving nodes to run again after the failover", clock=clock,
             note="slon's watchdog restarts the worker 20 s after the restart request, "
                  "earlier when woken (slon_pid_files)")
 
@@ -591,28 +591,18 @@ class FailoverRun:
         return events
 
 
-def drop_failed_nodes(failed_list, event_node, wait_enabled, timeout, restarts=None):
+def drop_failed_nodes(failed_list, event_node, wait_enabled, timeout, wake_nodes=()):
     """The runner of the final DROP NODE of every failed node (one event, planned as
-    ``slony_node`` plans it, at run time: the nodes are failed by then).
-
-    Every slon restarts its worker after DROP NODE (the event node's local listener and
-    every other node's remote worker ask for a restart; the watchdog sleeps 20 s).
-    ``restarts`` (a :class:`FinalRestarts` of the survivors the run can wake): their slons'
-    backends are noted before the drop and, with ``wait_enabled``, the run then waits
-    until each has registered anew, so that it returns when they replicate again."""
+    ``slony_node`` plans it, at run time: the nodes are failed by then). Every slon
+    restarts after DROP NODE; those of ``wake_nodes`` are waited for, as ``slony_node``
+    does (:class:`nodes.DropRestarts`)."""
     def run(cluster, step, ctx):
         del step
         from .nodes import plan_nodes_absent  # DROP NODE as slony_node plans it
-        plan = plan_nodes_absent(cluster, list(failed_list), event_node=event_node).plan
-        waking = restarts is not None and wait_enabled and bool(plan.changes())
-        if waking:
-            restarts.note_first(cluster)
-        done = execute_plan(cluster, plan, wait_enabled=wait_enabled, timeout=timeout,
+        plan = plan_nodes_absent(cluster, list(failed_list), event_node=event_node,
+                                 wake_nodes=wake_nodes).plan
+        return execute_plan(cluster, plan, wait_enabled=wait_enabled, timeout=timeout,
                             share_dir=ctx.share_dir, clock=ctx.clock)
-        if waking:
-            restarts.wait(cluster, ctx.timeout, ctx.clock,
-                          goal="the slons of the surviving nodes to run again after DROP NODE")
-        return done
     return run
 
 
@@ -1090,7 +1080,6 @@ def _drop_step(data, ns, wait_enabled, timeout, wake_nodes=()):
     event_node = data.pairs[0].backup
     ids = "'%s'" % ",".join(map(str, failed)) if len(failed) > 1 else str(failed[0])
     waking = sorted(set(wake_nodes) & set(data.survivors))
-    restarts = FinalRestarts(waking) if waking else None
     return Step(CALLBACK, event_node,
                 "drop node(s) %s from the cluster through node %d (DROP NODE) and wait until "
                 "the other nodes have dropped them%s" % (
@@ -1100,7 +1089,7 @@ def _drop_step(data, ns, wait_enabled, timeout, wake_nodes=()):
                 slonik="drop node (id = %s, event node = %d);" % (ids, event_node),
                 query=function_call(ns, "dropNode", (failed,)), params=(failed,),
                 function="dropNode", args=(failed,),
-                run=drop_failed_nodes(failed, event_node, wait_enabled, timeout, restarts))
+                run=drop_failed_nodes(failed, event_node, wait_enabled, timeout, waking))
 
 
 def _pair_report(read):

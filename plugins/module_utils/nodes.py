@@ -17,7 +17,8 @@ from .catalog import Node, Snapshot, read_snapshot
 from .cluster import NODE_INITIALIZED, NODE_NO_SCHEMA, NODE_UNINITIALIZED
 from .errors import SlonyError
 from .events import submit_event
-from .plan import CALLBACK, EVENT, EXEC, INIT_NODE, Plan, Planned, Step, call, wait
+from .plan import CALLBACK, EVENT, EXEC, INIT_NODE, WAIT, Plan, Planned, Step, call, wait
+from .setmove import slon_backends, wait_for_new_slons
 from .waits import Behind, Pending, retry, timeout_error
 
 
@@ -387,22 +388,47 @@ def _store_node_locally(cluster, step, ctx):
 
 # -- absent -------------------------------------------------------------------------
 
-def plan_node_absent(cluster, node, event_node=None):
+def plan_node_absent(cluster, node, event_node=None, wake_nodes=(), slons_woken=None):
     """Plan for ``node`` not being part of the cluster (DROP NODE + UNINSTALL NODE):
     :func:`plan_nodes_absent` with one node; before/after are the node's views."""
-    return _one(plan_nodes_absent(cluster, [node], event_node))
+    return _one(plan_nodes_absent(cluster, [node], event_node, wake_nodes, slons_woken))
 
 
-def decide_node_absent(read, node, event_node=None):
+def decide_node_absent(read, node, event_node=None, wake_nodes=(), slons_woken=None):
     """:func:`plan_node_absent` from ``read`` alone."""
-    return _one(decide_nodes_absent(read, [node], event_node))
+    return _one(decide_nodes_absent(read, [node], event_node, wake_nodes, slons_woken))
 
 
 def _one(planned):
     return planned._replace(before=planned.before[0], after=planned.after[0])
 
 
-def plan_nodes_absent(cluster, ids, event_node=None):
+class DropRestarts:
+    """The slons of ``nodes`` restart their worker after DROP NODE: the event node's local
+    listener and every other node's remote worker ask for a restart, and slon's watchdog
+    sleeps 20 s before it forks the new worker, unless woken (``slon_pid_files``). Their
+    backends are noted before the drop (:meth:`note`) and the run waits until each has
+    registered anew (:meth:`wait`), so that it returns when they replicate again."""
+
+    def __init__(self, nodes):
+        self.nodes = sorted(nodes)
+        self.backends = {}
+
+    def note(self, cluster, step, ctx):
+        del step, ctx
+        self.backends = slon_backends(cluster, self.nodes)
+
+    def wait(self, cluster, step, ctx):
+        del step
+        wait_for_new_slons(
+            cluster, self.backends, ctx.timeout,
+            "the slons of node(s) %s to run again after DROP NODE"
+            % ", ".join(map(str, self.nodes)), clock=ctx.clock,
+            note="slon's watchdog restarts the worker 20 s after DROP NODE, earlier when "
+                 "woken (slon_pid_files)")
+
+
+def plan_nodes_absent(cluster, ids, event_node=None, wake_nodes=(), slons_woken=None):
     """Plan for several nodes leaving the cluster together: one DROP NODE event with
     every id (slonik's ``drop node (id = '2,3', ...)``), then UNINSTALL NODE on each.
 
@@ -412,6 +438,9 @@ def plan_nodes_absent(cluster, ids, event_node=None):
     origin of a set, or that feeds a node which stays, is refused (every problem
     named at once) before anything changes. Nodes already gone are left alone; when
     every node of the cluster is listed, each is simply uninstalled.
+    ``wake_nodes``: the nodes whose slon the run can wake (``slon_pid_files``); those that
+    stay are waited for after the drop (:class:`DropRestarts`); ``slons_woken``, the list
+    their waker fills, is ``extra['slons_woken']``.
     Returns :class:`plan.Planned`; before/after are lists in the order of ``ids``.
     """
     ids = _absent_ids(ids)
@@ -426,7 +455,7 @@ def plan_nodes_absent(cluster, ids, event_node=None):
     snapshots = dict((n, read_snapshot(cluster, n)) for n in wanted)
     read = NodesRead(Names(cluster.name, cluster.namespace, cluster.ns), states, snapshots,
                      event_error)
-    return decide_nodes_absent(read, ids, event_node)
+    return decide_nodes_absent(read, ids, event_node, wake_nodes, slons_woken)
 
 
 def _absent_ids(ids):
@@ -454,11 +483,14 @@ def _pick_outside(ids, states, event_node, event_error):
     return others[0] if others else None
 
 
-def decide_nodes_absent(read, ids, event_node=None):
+def decide_nodes_absent(read, ids, event_node=None, wake_nodes=(), slons_woken=None):
     """:func:`plan_nodes_absent` from ``read`` alone."""
     ids = _absent_ids(ids)
     ns = read.names.ns
     event = _pick_outside(ids, read.states, event_node, read.event_error)
+    extra = {}
+    if slons_woken is not None:
+        extra["slons_woken"] = slons_woken
     plan = Plan()
     if event is None:
         # Every node of the cluster goes: nobody is left to tell, uninstall each.
@@ -467,7 +499,7 @@ def decide_nodes_absent(read, ids, event_node=None):
         for node in ids:
             if read.states.get(node, ("absent",))[0] in (NODE_INITIALIZED, NODE_UNINITIALIZED):
                 plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
-        return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids])
+        return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids], extra)
 
     snap = _snapshot(read, {}, event)
     before = [_absent_before(read, snap, n) for n in ids]
@@ -481,7 +513,15 @@ def decide_nodes_absent(read, ids, event_node=None):
             plan.add(wait(node, "wait until node %d has confirmed the last configuration "
                                 "event of node %d" % (event, node), confirmers=[event],
                           required=True, wait_on=event))
+    restarts = None
     if known:
+        staying = sorted(n for n, e in snap.nodes.items() if e.active and n not in ids)
+        waking = sorted(set(wake_nodes) & set(staying))
+        if waking:
+            restarts = DropRestarts(waking)
+            plan.add(Step(WAIT, event, "note the slons of node(s) %s, which restart after "
+                                       "DROP NODE" % ", ".join(map(str, waking)),
+                          run=restarts.note))
         listed = ",".join(map(str, known))
         plan.add(call(ns, event, "dropNode", (known,),
                       "drop node(s) %s from the cluster through node %d" % (listed, event),
@@ -492,6 +532,11 @@ def decide_nodes_absent(read, ids, event_node=None):
         if survivors:
             plan.add(wait(event, "wait until the remaining nodes have dropped node(s) %s"
                           % listed, confirmers=survivors))
+        if restarts is not None:
+            plan.add(Step(WAIT, event, "wait until the slons of node(s) %s, which restart "
+                                       "after DROP NODE, run again (woken from the "
+                                       "watchdog's sleep)" % ", ".join(map(str, restarts.nodes)),
+                          run=restarts.wait))
     for node in ids:
         # (A node without admin_conninfo - a dead node after a failover - is not read.)
         state = read.states.get(node, ("no admin conninfo",))[0]
@@ -500,7 +545,7 @@ def decide_nodes_absent(read, ids, event_node=None):
                                                "has not already done so" % node))
         elif node not in known and state in (NODE_INITIALIZED, NODE_UNINITIALIZED):
             plan.add(_uninstall_step(ns, node, "uninstall Slony from node %d" % node))
-    return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids])
+    return Planned(plan, before, [{"id": n, "state": "absent"} for n in ids], extra)
 
 
 def _absent_before(read, snap, node):

@@ -140,6 +140,23 @@ options:
         slon (role C(dany.slony.slon)).
     type: str
     choices: [prepare, finish]
+  slon_pid_files:
+    description:
+      - With O(state=absent), the pid files of slon daemons that run on the host where the
+        module runs, by node id (C(pid_file) of the C(dany.slony.slon) role or of
+        M(dany.slony.slony_slon)); the file holds the pid of slon's watchdog process.
+      - Every slon restarts its worker after C(DROP NODE), and slon's watchdog sleeps 20
+        seconds before it does. While the module waits, a watchdog of these files that has
+        had no worker for 0.3 seconds is sent C(SIGUSR1), which ends that sleep at once
+        (slon's own retry signal); with O(wait=true) the module then waits until the slons
+        of these nodes that stay have registered again, so that it returns when they
+        replicate again. RV(slons_woken) says how often each was woken.
+      - The pid files of the nodes being removed are ignored, and so is a pid file that does
+        not exist, or does not name a running slon process, when the module starts (that
+        slon runs on another host, or not at all).
+      - Empty (the default), no signal is sent. Not used with O(state=present).
+    type: dict
+    default: {}
 notes:
   - After adding a node, store the paths to and from it (M(dany.slony.slony_path)) and start
     its slon daemon; until then the other nodes cannot confirm its events.
@@ -266,6 +283,14 @@ target_version:
   returned: with O(update_functions)
   type: str
   sample: "2.2.11"
+slons_woken:
+  description:
+    - With O(state=absent) and O(slon_pid_files), the slon watchdogs woken from their sleep
+      after C(DROP NODE) (C(woken)).
+  returned: when O(state=absent) and O(slon_pid_files) names a running slon of a node that stays
+  type: list
+  elements: dict
+  sample: [{"node": 1, "woken": 1}]
 events:
   description: The Slony events created (C(origin), C(seqno), C(type)); empty in check mode.
   returned: always
@@ -279,7 +304,10 @@ from ansible_collections.dany.slony.plugins.module_utils.clone import (
 from ansible_collections.dany.slony.plugins.module_utils.nodes import (
     plan_node_absent, plan_node_present, plan_nodes_absent, plan_nodes_present,
     plan_repair_config)
+from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
+from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
+    SlonWaker, WakingClock, pid_files_of)
 from ansible_collections.dany.slony.plugins.module_utils.upgrade import plan_update_functions
 
 
@@ -297,6 +325,7 @@ def main():
         update_functions=dict(type="bool", default=False),
         clone_from=dict(type="int"),
         clone_phase=dict(type="str", choices=["prepare", "finish"]),
+        slon_pid_files=dict(type="dict", default={}),
     ), mutually_exclusive=[("clone_from", "nodes"), ("clone_from", "event_node"),
                            ("clone_from", "repair_config"), ("clone_from", "update_functions"),
                            ("id", "nodes"), ("nodes", "comment"), ("repair_config", "nodes"),
@@ -315,6 +344,16 @@ def main():
             slony.fail("comment: only with clone_phase=prepare (the clone's comment is given "
                        "when it is prepared)")
 
+    removed = [params["id"]] if params["nodes"] is None else [e["id"] for e in params["nodes"]]
+    waker = SlonWaker({})
+    if params["state"] == "absent" and params["slon_pid_files"]:
+        try:
+            waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
+            waker.narrow(skip=removed)
+        except SlonyError as exc:
+            slony.fail(exc)
+    waking = dict(wake_nodes=waker.nodes, slons_woken=waker.woken_report) if waker.nodes else {}
+
     def planner(cluster):
         if params["clone_from"] is not None:
             if params["clone_phase"] == "prepare":
@@ -331,15 +370,14 @@ def main():
             return planned
         if params["nodes"] is not None:
             if params["state"] == "absent":
-                return plan_nodes_absent(cluster, [e["id"] for e in params["nodes"]],
-                                         params["event_node"])
+                return plan_nodes_absent(cluster, removed, params["event_node"], **waking)
             return plan_nodes_present(cluster, params["nodes"], params["event_node"])
         if params["state"] == "present":
             return plan_node_present(cluster, params["id"], params["comment"],
                                      params["event_node"])
-        return plan_node_absent(cluster, params["id"], params["event_node"])
+        return plan_node_absent(cluster, params["id"], params["event_node"], **waking)
 
-    slony.run(planner)
+    slony.run(planner, clock=WakingClock(waker) if waker.nodes else None)
 
 
 if __name__ == "__main__":

@@ -290,7 +290,12 @@ class Slon:
             return False
         self.files.append(path)
         if not self.check:
-            os.makedirs(path, 0o755)
+            try:
+                os.makedirs(path, 0o755)
+            except OSError:
+                # Several hosts of one machine (the slons of a lab) create it at once.
+                if not os.path.isdir(path):
+                    raise
             os.chmod(path, 0o755)
         return True
 

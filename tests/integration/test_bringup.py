@@ -219,7 +219,16 @@ def test_cascade_unsubscribe_and_drop_node(fresh_db, slons):
     assert wait_for_rows(db, 3, "select id, name from public.products order by id",
                          expected) == expected
 
-    converge(db, "slony_node", {"id": 2, "state": "absent"})
+    # Every slon restarts after DROP NODE; given their pid files, the module wakes the
+    # staying ones (node 2's file is ignored) and returns once they run again.
+    removed = converge(db, "slony_node", {
+        "id": 2, "state": "absent",
+        "slon_pid_files": {str(n): str(slons[n].pid_path) for n in (1, 2, 3)}})
+    assert set(e["node"] for e in removed.result["slons_woken"]) <= {1, 3}, removed.result
+    for node in (1, 3):
+        assert db.scalar(node, 'select exists (select 1 from "_lab".sl_nodelock where '
+                               'nl_nodeid = "_lab".getLocalNodeId(\'_lab\') and exists (select 1 '
+                               'from pg_stat_activity where pid = nl_backendpid))'), node
     for node in (1, 3):
         assert db.query(node, 'select no_id from "_lab".sl_node order by 1') == [(1,), (3,)]
         assert db.query(node, 'select count(*) from "_lab".sl_path where 2 in (pa_server, pa_client)') == [(0,)]

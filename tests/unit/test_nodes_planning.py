@@ -249,6 +249,67 @@ def test_a_chain_of_nodes_leaves_in_one_drop_node_event():
     assert decided.after == [{"id": 5, "state": "absent"}, {"id": 4, "state": "absent"}]
 
 
+def test_the_slons_that_restart_after_drop_node_are_noted_before_and_waited_for_after():
+    woken = []
+    decided = nodes_mod.decide_nodes_absent(_cascade_read(), [5, 4], wake_nodes=[1, 3, 4, 9],
+                                            slons_woken=woken)
+    steps = decided.plan.steps
+    kinds = [(s.kind, s.node, s.function) for s in steps]
+    assert kinds == [
+        ("wait", 5, None), ("wait", 4, None),
+        ("wait", 1, None),                 # note the slons of nodes 1 and 3 (4 leaves)
+        (EVENT, 1, "dropNode"),
+        ("wait", 1, None),                 # the survivors dropped nodes 5 and 4
+        ("wait", 1, None),                 # the slons of 1 and 3 registered anew
+        (CALLBACK, 5, "uninstallNode"), (CALLBACK, 4, "uninstallNode"),
+    ]
+    assert "slons of node(s) 1, 3" in steps[2].description
+    assert "restart after DROP NODE, run again" in steps[5].description
+    assert decided.extra == {"slons_woken": woken}
+    # Without slons to wake the plan is the plain one, with no extra result.
+    plain = nodes_mod.decide_nodes_absent(_cascade_read(), [5, 4], wake_nodes=[4, 5])
+    assert len(plain.plan.steps) == 6 and plain.extra == {}
+
+
+def test_drop_restarts_wait_for_a_new_registration_of_each_noted_slon():
+    from ansible_collections.dany.slony.plugins.module_utils.plan import RunContext
+
+    class Cluster:
+        ns = sql.Identifier("_shop")
+        namespace = "_shop"
+
+        def __init__(self):
+            self.registered = iter([[], [(31,)], [(11,)]])
+
+        def fetch(self, node, query, params=None):
+            if "nl_backendpid <>" in repr(query):
+                return next(self.registered)
+            return [({1: 10, 3: 30}[node],)]
+
+    restarts = nodes_mod.DropRestarts([3, 1])
+    cluster = Cluster()
+    clock = FakeClock()
+    restarts.note(cluster, None, RunContext(timeout=30, clock=clock))
+    assert restarts.backends == {1: 10, 3: 30}
+    restarts.wait(cluster, None, RunContext(timeout=30, clock=clock))
+    assert clock.waited > 0
+    # A slon that never registers again: the wait ends at the timeout and names it.
+    stuck = nodes_mod.DropRestarts([3])
+    stuck.backends = {3: 30}
+
+    class Never(Cluster):
+        def fetch(self, node, query, params=None):
+            text = repr(query)
+            return [(False,)] if "select exists" in text else []
+
+        def has_node(self, node):
+            return True
+
+    with pytest.raises(SlonyError) as info:
+        stuck.wait(Never(), None, RunContext(timeout=5, clock=FakeClock()))
+    assert "node 3" in str(info.value) and "backend 30" in str(info.value)
+
+
 def test_every_problem_is_named_and_nothing_planned():
     with pytest.raises(SlonyError) as info:
         nodes_mod.decide_nodes_absent(_cascade_read(), [1, 3])

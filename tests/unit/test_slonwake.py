@@ -308,39 +308,6 @@ def test_the_drop_of_the_failed_node_waits_for_the_slons_that_restart_after_it()
             in waking.plan.steps[-1].description)
 
 
-def test_drop_failed_nodes_notes_the_slons_before_the_drop_and_waits_for_them(monkeypatch):
-    events = []
-
-    class DropPlan:
-        def changes(self):
-            return ["dropNode"]
-
-    class Planned:
-        plan = DropPlan()
-
-    import ansible_collections.dany.slony.plugins.module_utils.nodes as nodes
-    monkeypatch.setattr(nodes, "plan_nodes_absent", lambda cluster, ids, event_node: Planned())
-    monkeypatch.setattr(failover, "execute_plan",
-                        lambda cluster, plan, **kw: events.append("DROP NODE") or ["done"])
-    registered = iter([[], [(21,)], [(31,)]])
-
-    def backend(node, params):
-        events.append("backend of %d" % node)
-        return [({2: 20, 3: 30}[node],)]
-
-    cluster = Scripted([("nl_backendpid <>", lambda node, params: next(registered)),
-                        ("sl_nodelock", backend)])
-    clock = FakeClock()
-    run = failover.drop_failed_nodes([1], 2, True, 30, FinalRestarts([2, 3]))
-    assert run(cluster, None, RunContext(timeout=30, clock=clock)) == ["done"]
-    assert events == ["backend of 2", "backend of 3", "DROP NODE"]
-    assert clock.waited > 0  # node 2 registered anew at the second poll
-    events[:] = []
-    no_wait = failover.drop_failed_nodes([1], 2, False, 30, FinalRestarts([2, 3]))
-    no_wait(cluster, None, RunContext(timeout=30, clock=FakeClock()))
-    assert events == ["DROP NODE"]
-
-
 def test_final_restarts_note_the_promoted_node_again_before_failednode3():
     final = FinalRestarts([2, 3])
     backends = iter([[(20,)], [(30,)], [(21,)]])
