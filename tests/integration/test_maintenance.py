@@ -144,10 +144,10 @@ def test_set_move_table_between_sets_with_the_same_subscribers(fresh_db, slons):
     # slony_subscription waits for the receiver; node 2 may apply node 3's subscription
     # later (a slon listener can sleep 10 s after a listen reload), which the check-mode
     # comparison below would take for a change. Wait until every node shows it.
-    wait_until(lambda: all(
-        db.query(node, 'select sub_receiver from "_lab".sl_subscribe where sub_set = 2 '
-                       "and sub_active order by 1") == [(2,), (3,)] for node in (1, 2, 3)),
-        timeout=60, message="set 2's two subscriptions active on every node")
+    active = ('select sub_receiver from "_lab".sl_subscribe where sub_set = 2 and sub_active '
+              "order by 1")
+    wait_until(lambda: all(db.query(node, active) == [(2,), (3,)] for node in (1, 2, 3)),
+               timeout=60, message="set 2's two subscriptions active on every node")
 
     moved = converge(db, "slony_table", {"set_id": 1, "tables": ["public.moving"], "move": True})
     assert "set move table (origin = 1, id = " in moved.result["slonik"]
