@@ -279,6 +279,15 @@ def pid_files_of(value):
     return found
 
 
+def waker_of(value, skip=()):
+    """The :class:`SlonWaker` of a module's ``slon_pid_files`` option, narrowed to the
+    slons that run here now, but those of ``skip`` (:meth:`SlonWaker.narrow`);
+    SlonyError when a key is not a node id."""
+    waker = SlonWaker(pid_files_of(value))
+    waker.narrow(skip=skip)
+    return waker
+
+
 def waking_clock(pid_files, clock=None):
     """The clock of a run: waking the slons of ``pid_files`` when there are any."""
     if not pid_files:
@@ -286,5 +295,5 @@ def waking_clock(pid_files, clock=None):
     return WakingClock(SlonWaker(pid_files), clock)
 
 
-__all__ = ["decide", "pid_files_of", "Stuck", "kick", "can_kick", "SlonWaker", "WakingClock", "waking_clock", "ProcTable", "MIN_CHILDLESS",
+__all__ = ["decide", "pid_files_of", "waker_of", "Stuck", "kick", "can_kick", "SlonWaker", "WakingClock", "waking_clock", "ProcTable", "MIN_CHILDLESS",
            "SLEEPING", "WORKING", "GONE"]

@@ -298,7 +298,7 @@ from ansible_collections.dany.slony.plugins.module_utils.failover import (
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
-    SlonWaker, WakingClock, pid_files_of)
+    WakingClock, waker_of)
 
 
 def main():
@@ -320,10 +320,10 @@ def main():
     )
     params = slony.params
     try:
-        waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
         # The slon of a failed node is never woken: it would only retry its lost database.
-        waker.narrow(skip=[params["failed_node"]] if params["nodes"] is None
-                     else [entry["id"] for entry in params["nodes"]])
+        waker = waker_of(params["slon_pid_files"],
+                         skip=[params["failed_node"]] if params["nodes"] is None
+                         else [entry["id"] for entry in params["nodes"]])
     except SlonyError as exc:
         slony.fail(exc)
     options = dict(force=params["force"], drop_failed=params["drop_failed"],

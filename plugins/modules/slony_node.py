@@ -307,7 +307,7 @@ from ansible_collections.dany.slony.plugins.module_utils.nodes import (
 from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyError
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
-    SlonWaker, WakingClock, pid_files_of)
+    WakingClock, waker_of)
 from ansible_collections.dany.slony.plugins.module_utils.upgrade import plan_update_functions
 
 
@@ -345,13 +345,11 @@ def main():
                        "when it is prepared)")
 
     removed = [params["id"]] if params["nodes"] is None else [e["id"] for e in params["nodes"]]
-    waker = SlonWaker({})
-    if params["state"] == "absent" and params["slon_pid_files"]:
-        try:
-            waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
-            waker.narrow(skip=removed)
-        except SlonyError as exc:
-            slony.fail(exc)
+    try:
+        waker = waker_of(params["slon_pid_files"] if params["state"] == "absent" else {},
+                         skip=removed)
+    except SlonyError as exc:
+        slony.fail(exc)
     waking = dict(wake_nodes=waker.nodes, slons_woken=waker.woken_report) if waker.nodes else {}
 
     def planner(cluster):

@@ -209,7 +209,7 @@ from ansible_collections.dany.slony.plugins.module_utils.errors import SlonyErro
 from ansible_collections.dany.slony.plugins.module_utils.slony_module import SlonyModule
 from ansible_collections.dany.slony.plugins.module_utils.switchover import plan_switchover
 from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
-    SlonWaker, WakingClock, pid_files_of)
+    WakingClock, waker_of)
 
 
 def limit(slony, name, check):
@@ -237,8 +237,7 @@ def main():
     max_lag_events = limit(slony, "max_lag_events", check_type_int)
     max_lag_seconds = limit(slony, "max_lag_seconds", check_type_float)
     try:
-        waker = SlonWaker(pid_files_of(params["slon_pid_files"]))
-        waker.narrow()
+        waker = waker_of(params["slon_pid_files"])
     except SlonyError as exc:
         slony.fail(exc)
 

@@ -17,7 +17,7 @@ from ansible_collections.dany.slony.plugins.module_utils.failover import (
 from ansible_collections.dany.slony.plugins.module_utils.plan import WAIT, RunContext
 from ansible_collections.dany.slony.plugins.module_utils.slonwake import (
     GONE, SLEEPING, WORKING, SlonWaker, Stuck, WakingClock, can_kick, decide, kick,
-    pid_files_of, waking_clock)
+    pid_files_of, waker_of, waking_clock)
 from ansible_collections.dany.slony.plugins.module_utils.switchover import (
     accept_before_move, decide_switchover, restarting_nodes, wait_accepted)
 from fakes import FakeClock
@@ -110,6 +110,13 @@ def test_narrow_keeps_the_running_slons_but_the_skipped_ones(tmp_path):
     for now in (10.0, 10.2, 10.4):
         made.tick(now)
     assert sent == [(200, signal.SIGUSR1)]
+
+
+def test_waker_of_reads_the_option_and_keeps_only_running_slons(tmp_path):
+    assert waker_of({"3": str(tmp_path / "elsewhere.pid")}).nodes == []
+    assert waker_of({}).nodes == []
+    with pytest.raises(SlonyError):
+        waker_of({"x": "/run/slon.pid"})
 
 
 def test_kick_restarts_a_running_worker_at_most_every_few_seconds(tmp_path):
